@@ -1,0 +1,210 @@
+"""The ASGI application: routes, and the shared runtime built once in the lifespan.
+
+Shared clients (the upstream pool, the ledger writer, the tokenizer, the catalog) live in
+lifespan state, not in globals, so tests can run several proxies in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from pricing import Catalog, load_catalog
+from proxy.auth import KeyRing
+from proxy.config import Config, ProviderConfig, load_config, parse_config
+from proxy.errors import NotFound, ProxyError
+from proxy.handler import DataPlane, new_request_id
+from proxy.ledger import LedgerWriter
+from proxy.metering import Metering
+from proxy.providers import openai
+from proxy.providers.mock import MockUpstream
+from proxy.routing import ModelRouter
+from proxy.tokens import Tokenizer
+from proxy.upstream import AiohttpUpstream, Upstream
+
+__all__ = ["Runtime", "create_app", "create_app_from_env"]
+
+log = logging.getLogger("spendgate")
+
+
+class Runtime:
+    """Everything a request needs, built at start-up and shared by all requests."""
+
+    def __init__(
+        self,
+        config: Config,
+        catalog: Catalog,
+        tokenizer: Tokenizer,
+        ledger: LedgerWriter,
+        http: Upstream,
+    ) -> None:
+        self.config = config
+        self.keys = KeyRing(config.keys, open_access=config.server.is_loopback)
+        self.router = ModelRouter(config.providers)
+        self.ledger = ledger
+        self.metering = Metering(catalog, tokenizer, ledger)
+        self.http = http
+        self.mocks: dict[str, Upstream] = {
+            p.name: MockUpstream(
+                tokenizer,
+                latency_ms=p.latency_ms,
+                chunk_delay_ms=p.chunk_delay_ms,
+                catalog_models=catalog.models(),
+            )
+            for p in config.providers
+            if p.kind == "mock"
+        }
+
+    def upstream_for(self, provider: ProviderConfig) -> Upstream:
+        return self.mocks.get(provider.name) or self.http
+
+
+def _catalog(config: Config) -> Catalog:
+    path = None if config.pricing.catalog == "builtin" else config.pricing.catalog
+    return load_catalog(path, teams=config.teams or None)
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(config: Config) -> AsyncIterator[dict[str, Any]]:
+    tokenizer = Tokenizer.load()
+    catalog = _catalog(config)
+    # Loading the BPE tables takes about a second: do it off the loop, before serving.
+    await asyncio.to_thread(tokenizer.warm)
+    ledger = LedgerWriter(
+        config.storage.database_url,
+        batch_size=config.storage.ledger_batch_size,
+        flush_interval=config.storage.ledger_flush_interval,
+        max_backlog=config.storage.ledger_max_backlog,
+        spill_path=config.storage.spill_path,
+    )
+    await ledger.start()
+    http = AiohttpUpstream()
+    runtime = Runtime(config, catalog, tokenizer, ledger, http)
+    if runtime.keys.open_access:
+        log.warning(
+            "no virtual keys configured: accepting every call on %s and attributing it to team "
+            "'default'. Add keys before binding to a non-loopback address.",
+            config.server.host,
+        )
+    elif not len(runtime.keys):
+        log.error(
+            "no virtual keys configured and bound to %s: every call will be refused (401)",
+            config.server.host,
+        )
+    try:
+        yield {"runtime": runtime}
+    finally:
+        await http.aclose()
+        await ledger.aclose()
+
+
+def _error_response(err: ProxyError) -> Response:
+    return Response(
+        openai.error_body(err),
+        status_code=err.status,
+        media_type="application/json",
+        headers={"x-spendgate-request-id": new_request_id(), **err.headers},
+    )
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        err: ProxyError = NotFound(f"Method {request.method} is not allowed on {request.url.path}.")
+        err.status = 405
+    else:
+        err = NotFound(f"Unknown route: {request.method} {request.url.path}")
+    return _error_response(err)
+
+
+async def list_models(request: Request) -> Response:
+    """The models this proxy can route: mock models, exact names, and upstream lists."""
+    rt: Runtime = request.state.runtime
+    seen: dict[str, dict[str, Any]] = {}
+
+    async def from_upstream(p: ProviderConfig) -> None:
+        try:
+            resp = await rt.http.send(
+                "GET",
+                p.base_url + "/v1/models",
+                [("authorization", f"Bearer {p.api_key}")],
+                b"",
+                connect_timeout=min(p.connect_timeout, 5.0),
+                read_timeout=10.0,
+            )
+            body = await resp.read()
+            if resp.status == 200:
+                for m in json.loads(body).get("data", []):
+                    if isinstance(m, dict) and rt.router.route(str(m.get("id"))) is p:
+                        seen.setdefault(m["id"], m)
+        except Exception as exc:  # a provider that cannot list must not break the listing
+            log.warning("could not list models of provider %s: %s", p.name, exc)
+
+    fetches = []
+    for p in rt.config.providers:
+        if p.kind == "mock":
+            resp = await rt.mocks[p.name].send(
+                "GET", "mock://local/v1/models", [], b"", connect_timeout=1, read_timeout=1
+            )
+            for m in json.loads(await resp.read())["data"]:
+                if rt.router.route(m["id"]) is p:
+                    seen.setdefault(m["id"], m)
+        elif p.kind == "openai" and p.api_key:
+            fetches.append(from_upstream(p))
+        for name in p.models:
+            if not any(c in name for c in "*?[") and name not in seen:
+                seen[name] = {"id": name, "object": "model", "created": 0, "owned_by": p.name}
+    await asyncio.gather(*fetches)
+    return JSONResponse({"object": "list", "data": list(seen.values())})
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    rt: Runtime = request.state.runtime
+    ready = rt.ledger.accepting
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "ledger_backlog": rt.ledger.backlog},
+        status_code=200 if ready else 503,
+    )
+
+
+def create_app(config: Config | None = None) -> Starlette:
+    """The spendgate ASGI app for ``config`` (the embedded defaults when None)."""
+    config = config if config is not None else parse_config({})
+    routes = [
+        Route(path, DataPlane(endpoint, operation), methods=["POST"])
+        for path, (endpoint, operation) in openai.ENDPOINTS.items()
+    ]
+    routes += [
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+    return Starlette(
+        routes=routes,
+        lifespan=lambda app: _lifespan(config),
+        exception_handlers={HTTPException: _http_exception},
+    )
+
+
+def create_app_from_env() -> Starlette:
+    """App factory for uvicorn workers: config path and CLI overrides come from the env."""
+    config = load_config(os.environ.get("SPENDGATE_CONFIG") or None)
+    overrides = json.loads(os.environ.get("SPENDGATE_SERVER_OVERRIDES") or "{}")
+    if overrides:
+        config = config.with_server(**overrides)
+    return create_app(config)

@@ -1,0 +1,460 @@
+"""Configuration: raw YAML in, a frozen runtime ``Config`` out, once at start-up.
+
+Every key is optional; what is missing takes the embedded defaults (SQLite ledger, in-process
+budget store, built-in catalog, providers ``openai`` and ``mock``). ``${VAR}`` and
+``${VAR:-default}`` are interpolated from the environment; an unset ``${VAR}`` without a
+default is an error, so a missing secret never silently becomes an empty one. Unknown keys
+are errors too: a typo must not turn a budget off. Every error names the key, e.g.
+``providers.openai.base_url: must be an http(s) URL``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from proxy.errors import ConfigError
+
+__all__ = [
+    "Config",
+    "KeyConfig",
+    "PricingConfig",
+    "ProviderConfig",
+    "ServerConfig",
+    "StorageConfig",
+    "hash_key",
+    "load_config",
+]
+
+PROVIDER_KINDS = ("openai", "mock", "anthropic", "gemini")
+DEFAULT_CONFIG_FILE = "spendgate.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8787
+    workers: int = 1
+    max_body_bytes: int = 20 * 1024 * 1024
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+
+@dataclass(frozen=True, slots=True)
+class StorageConfig:
+    database_url: str = "sqlite:///spendgate.db"
+    redis_url: str | None = None
+    ledger_batch_size: int = 500
+    ledger_flush_interval: float = 0.1
+    ledger_max_backlog: int = 100_000
+    spill_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    name: str
+    kind: str
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
+    models: tuple[str, ...] = ()
+    connect_timeout: float = 10.0
+    read_timeout: float = 600.0
+    headers: tuple[tuple[str, str], ...] = ()
+    # mock only: simulated time to first byte and between stream chunks
+    latency_ms: float = 0.0
+    chunk_delay_ms: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class KeyConfig:
+    key_hash: str = field(repr=False)
+    team: str
+    project: str | None = None
+    tags: tuple[tuple[str, str], ...] = ()
+    name: str | None = None
+
+    @property
+    def key_id(self) -> str:
+        """A short, non-secret id for logs and the ledger (a prefix of the hash)."""
+        return self.name or f"cfg-{self.key_hash[:12]}"
+
+
+@dataclass(frozen=True, slots=True)
+class PricingConfig:
+    catalog: str = "builtin"
+    unknown_model: str = "record"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = ServerConfig()
+    storage: StorageConfig = StorageConfig()
+    providers: tuple[ProviderConfig, ...] = ()
+    keys: tuple[KeyConfig, ...] = ()
+    pricing: PricingConfig = PricingConfig()
+    teams: Mapping[str, Any] = field(default_factory=dict)
+    budgets: tuple[Mapping[str, Any], ...] = ()
+    rate_limits: tuple[Mapping[str, Any], ...] = ()
+    store_content: bool = False
+    source: str | None = None
+
+    def with_server(self, **changes: Any) -> Config:
+        """A copy with server settings replaced (for CLI flags that override the file)."""
+        from dataclasses import replace
+
+        return replace(self, server=replace(self.server, **changes))
+
+
+def hash_key(secret: str) -> str:
+    """The stored form of a virtual key: hex SHA-256. Keys are random, so no salt is needed."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+
+def _interpolate(value: Any, path: str, env: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{path}: environment variable {name} is not set")
+
+        return _ENV.sub(sub, value)
+    if isinstance(value, dict):
+        return {
+            k: _interpolate(v, f"{path}.{k}" if path else str(k), env) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_interpolate(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+    return value
+
+
+class _Section:
+    """Typed access to one mapping of the raw config, with errors that name the key."""
+
+    def __init__(self, raw: Any, path: str, known: tuple[str, ...]) -> None:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: must be a mapping")
+        unknown = sorted(set(raw) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"{self._key(path, unknown[0])}: unknown key (known: {', '.join(known)})"
+            )
+        self.raw = raw
+        self.path = path
+
+    @staticmethod
+    def _key(path: str, key: str) -> str:
+        return f"{path}.{key}" if path else key
+
+    def key(self, key: str) -> str:
+        return self._key(self.path, key)
+
+    def str(self, key: str, default: str | None) -> str | None:
+        v = self.raw.get(key, default)
+        if v is None or isinstance(v, str):
+            return v
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            return str(v)
+        raise ConfigError(f"{self.key(key)}: must be a string")
+
+    def int(self, key: str, default: int, *, minimum: int = 0) -> int:
+        v = self.raw.get(key, default)
+        if isinstance(v, str) and v.strip().isdigit():
+            v = int(v)
+        if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+            raise ConfigError(f"{self.key(key)}: must be an integer >= {minimum}")
+        return v
+
+    def float(self, key: str, default: float, *, minimum: float = 0.0) -> float:
+        v = self.raw.get(key, default)
+        try:
+            f = float(v) if not isinstance(v, bool) else None
+        except (TypeError, ValueError):
+            f = None
+        if f is None or f < minimum:
+            raise ConfigError(f"{self.key(key)}: must be a number >= {minimum}")
+        return f
+
+    def bool(self, key: str, default: bool) -> bool:
+        v = self.raw.get(key, default)
+        if isinstance(v, str) and v.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return v.lower() in ("true", "1", "yes")
+        if not isinstance(v, bool):
+            raise ConfigError(f"{self.key(key)}: must be true or false")
+        return v
+
+    def choice(self, key: str, default: str, choices: tuple[str, ...]) -> str:
+        v = self.raw.get(key, default)
+        if v not in choices:
+            raise ConfigError(f"{self.key(key)}: must be one of {', '.join(choices)}")
+        return str(v)
+
+    def str_list(self, key: str) -> tuple[str, ...]:
+        v = self.raw.get(key, [])
+        if isinstance(v, str):
+            v = [v]
+        if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+            raise ConfigError(f"{self.key(key)}: must be a list of strings")
+        return tuple(v)
+
+    def str_map(self, key: str) -> tuple[tuple[str, str], ...]:
+        v = self.raw.get(key, {})
+        if not isinstance(v, dict):
+            raise ConfigError(f"{self.key(key)}: must be a mapping of strings")
+        return tuple((str(k), str(x)) for k, x in v.items())
+
+
+def _url(value: str | None, key: str, schemes: tuple[str, ...]) -> str:
+    if not value or value.split("://", 1)[0] not in schemes or "://" not in value:
+        raise ConfigError(
+            f"{key}: must be a URL starting with {' or '.join(s + '://' for s in schemes)}"
+        )
+    return value
+
+
+def _server(raw: Any) -> ServerConfig:
+    s = _Section(raw, "server", ("host", "port", "workers", "max_body_bytes"))
+    d = ServerConfig()
+    return ServerConfig(
+        host=s.str("host", d.host) or d.host,
+        port=s.int("port", d.port, minimum=0),
+        workers=s.int("workers", d.workers, minimum=1),
+        max_body_bytes=s.int("max_body_bytes", d.max_body_bytes, minimum=1),
+    )
+
+
+def _storage(raw: Any) -> StorageConfig:
+    s = _Section(
+        raw,
+        "storage",
+        (
+            "database_url",
+            "redis_url",
+            "ledger_batch_size",
+            "ledger_flush_interval",
+            "ledger_max_backlog",
+            "spill_path",
+        ),
+    )
+    d = StorageConfig()
+    db = _url(
+        s.str("database_url", d.database_url),
+        s.key("database_url"),
+        ("sqlite", "sqlite+aiosqlite", "postgresql", "postgresql+asyncpg", "postgres"),
+    )
+    redis = s.str("redis_url", None)
+    if redis:
+        redis = _url(redis, s.key("redis_url"), ("redis", "rediss", "unix", "memory"))
+    return StorageConfig(
+        database_url=db,
+        redis_url=redis or None,
+        ledger_batch_size=s.int("ledger_batch_size", d.ledger_batch_size, minimum=1),
+        ledger_flush_interval=s.float("ledger_flush_interval", d.ledger_flush_interval),
+        ledger_max_backlog=s.int("ledger_max_backlog", d.ledger_max_backlog, minimum=1),
+        spill_path=s.str("spill_path", None),
+    )
+
+
+_DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com",
+    "anthropic": "https://api.anthropic.com",
+    "gemini": "https://generativelanguage.googleapis.com",
+    "mock": "mock://local",
+}
+
+
+def _provider(name: str, raw: Any) -> ProviderConfig:
+    path = f"providers.{name}"
+    s = _Section(
+        raw,
+        path,
+        (
+            "kind",
+            "base_url",
+            "api_key",
+            "models",
+            "connect_timeout",
+            "read_timeout",
+            "headers",
+            "latency_ms",
+            "chunk_delay_ms",
+        ),
+    )
+    kind = s.choice("kind", name if name in PROVIDER_KINDS else "openai", PROVIDER_KINDS)
+    base_url = s.str("base_url", _DEFAULT_BASE_URLS[kind])
+    if kind != "mock":
+        base_url = _url(base_url, s.key("base_url"), ("http", "https")).rstrip("/")
+    return ProviderConfig(
+        name=name,
+        kind=kind,
+        base_url=base_url or "",
+        api_key=s.str("api_key", None) or None,
+        models=s.str_list("models"),
+        connect_timeout=s.float("connect_timeout", 10.0),
+        read_timeout=s.float("read_timeout", 600.0),
+        headers=s.str_map("headers"),
+        latency_ms=s.float("latency_ms", 0.0),
+        chunk_delay_ms=s.float("chunk_delay_ms", 0.0),
+    )
+
+
+def default_providers(env: Mapping[str, str]) -> tuple[ProviderConfig, ...]:
+    """``openai`` (key from OPENAI_API_KEY) takes every model; ``mock`` takes ``mock-*``."""
+    return (
+        ProviderConfig(
+            name="openai",
+            kind="openai",
+            base_url=env.get("OPENAI_BASE_URL", _DEFAULT_BASE_URLS["openai"]).rstrip("/"),
+            api_key=env.get("OPENAI_API_KEY") or None,
+            models=("*",),
+        ),
+        ProviderConfig(name="mock", kind="mock", base_url="mock://local", models=("mock-*",)),
+    )
+
+
+def _providers(raw: Any, env: Mapping[str, str]) -> tuple[ProviderConfig, ...]:
+    if raw is None:
+        return default_providers(env)
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError("providers: must be a mapping of provider name to settings")
+    out = []
+    for name, body in raw.items():
+        if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", str(name)):
+            raise ConfigError(f"providers.{name}: names are lowercase letters, digits, - and _")
+        out.append(_provider(str(name), body))
+    return tuple(out)
+
+
+def _keys(raw: Any) -> tuple[KeyConfig, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError("keys: must be a list")
+    out: list[KeyConfig] = []
+    seen: set[str] = set()
+    for i, item in enumerate(raw):
+        s = _Section(item, f"keys[{i}]", ("key", "key_sha256", "team", "project", "tags", "name"))
+        secret, digest = s.str("key", None), s.str("key_sha256", None)
+        if bool(secret) == bool(digest):
+            raise ConfigError(f"{s.key('key')}: give exactly one of key or key_sha256")
+        if secret is not None and len(secret) < 8:
+            raise ConfigError(f"{s.key('key')}: must be at least 8 characters")
+        if digest is not None and not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise ConfigError(f"{s.key('key_sha256')}: must be 64 lowercase hex digits")
+        key_hash = digest or hash_key(secret or "")
+        if key_hash in seen:
+            raise ConfigError(f"{s.key('key')}: the same key is declared twice")
+        seen.add(key_hash)
+        team = s.str("team", None)
+        if not team:
+            raise ConfigError(f"{s.key('team')}: required")
+        out.append(
+            KeyConfig(
+                key_hash=key_hash,
+                team=team,
+                project=s.str("project", None),
+                tags=s.str_map("tags"),
+                name=s.str("name", None),
+            )
+        )
+    return tuple(out)
+
+
+def _pricing(raw: Any) -> PricingConfig:
+    s = _Section(raw, "pricing", ("catalog", "overrides", "unknown_model"))
+    catalog = s.str("overrides", None) or s.str("catalog", "builtin") or "builtin"
+    return PricingConfig(
+        catalog=catalog, unknown_model=s.choice("unknown_model", "record", ("record", "reject"))
+    )
+
+
+def _list_of_maps(raw: Any, name: str) -> tuple[Mapping[str, Any], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
+        raise ConfigError(f"{name}: must be a list of mappings")
+    return tuple(raw)
+
+
+_TOP = (
+    "server",
+    "storage",
+    "providers",
+    "keys",
+    "teams",
+    "budgets",
+    "rate_limits",
+    "pricing",
+    "telemetry",
+    "admin",
+    "logging",
+)
+
+
+def parse_config(
+    raw: Any, *, env: Mapping[str, str] | None = None, source: str | None = None
+) -> Config:
+    """Validate a raw mapping (as read from YAML) into a frozen ``Config``."""
+    env = os.environ if env is None else env
+    top = _Section(raw, "", _TOP)
+    data = _interpolate(top.raw, "", env)
+    teams = data.get("teams") or {}
+    if not isinstance(teams, dict):
+        raise ConfigError("teams: must be a mapping of team name to settings")
+    logging_ = _Section(data.get("logging"), "logging", ("store_content",))
+    return Config(
+        server=_server(data.get("server")),
+        storage=_storage(data.get("storage")),
+        providers=_providers(data.get("providers"), env),
+        keys=_keys(data.get("keys")),
+        pricing=_pricing(data.get("pricing")),
+        teams=teams,
+        budgets=_list_of_maps(data.get("budgets"), "budgets"),
+        rate_limits=_list_of_maps(data.get("rate_limits"), "rate_limits"),
+        store_content=logging_.bool("store_content", False),
+        source=source,
+    )
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Config:
+    """Read ``path`` (or ``./spendgate.yaml`` when present) into a ``Config``.
+
+    With no file at all, the embedded defaults apply.
+    """
+    if path is None:
+        if not Path(DEFAULT_CONFIG_FILE).is_file():
+            return parse_config({}, source=None)
+        path = DEFAULT_CONFIG_FILE
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"config file {p}: {exc.strerror or exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p}: not valid YAML: {exc}") from None
+    return parse_config(raw or {}, source=str(p))

@@ -1,0 +1,318 @@
+"""The data plane: one metered, forwarded call per request, as a pure ASGI app.
+
+Order of work: authenticate (from headers, before reading the body), read the body under the
+size cap, parse what metering needs, route by model, forward, relay the answer (streams chunk
+by chunk as they arrive), then price and record. Every call that got past authentication
+gets exactly one ledger row, whatever happens to it, including a client that hangs up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from proxy.auth import extract_key
+from proxy.errors import (
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    ProxyError,
+    Unavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from proxy.headers import request_headers, response_headers
+from proxy.metering import CallRecord
+from proxy.providers import openai
+from proxy.providers.base import CallInfo, StreamMeter
+from proxy.providers.mock import priced_model
+
+if TYPE_CHECKING:
+    from proxy.app import Runtime
+    from proxy.upstream import UpstreamResponse
+
+__all__ = ["DataPlane", "new_request_id"]
+
+log = logging.getLogger("spendgate.proxy")
+
+Scope = dict[str, Any]
+
+
+def new_request_id() -> str:
+    """Time-ordered and unique: 12 hex digits of milliseconds, then 16 random ones."""
+    return f"{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+async def read_body(receive: Any, limit: int, declared: int | None) -> bytes:
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(
+            f"Request body is {declared} bytes; the limit is {limit} bytes (server.max_body_bytes)."
+        )
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise ClientGone
+        body = msg.get("body", b"")
+        size += len(body)
+        if size > limit:
+            raise PayloadTooLarge(
+                f"Request body exceeds the limit of {limit} bytes (server.max_body_bytes)."
+            )
+        chunks.append(body)
+        if not msg.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def send_error(send: Any, err: ProxyError, request_id: str) -> None:
+    body = openai.error_body(err)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-spendgate-request-id", request_id.encode()),
+    ]
+    headers += [(k.lower().encode(), v.encode()) for k, v in err.headers.items()]
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _parse_tags(value: bytes | None) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    if value:
+        for part in value.decode("utf-8", "replace").split(","):
+            k, sep, v = part.partition("=")
+            if sep and k.strip():
+                tags[k.strip()] = v.strip()
+    return tags
+
+
+class DataPlane:
+    """ASGI endpoint for the OpenAI-compatible routes; one instance serves every request."""
+
+    def __init__(self, endpoint: str, operation: str) -> None:
+        self.endpoint = endpoint
+        self.operation = operation
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        rt: Runtime = scope["state"]["runtime"]
+        request_id = new_request_id()
+        headers = dict(scope["headers"])
+        try:
+            identity = rt.keys.identify(extract_key(headers))
+            if not rt.ledger.accepting:
+                raise Unavailable("The ledger is behind; refusing new calls so none is lost.")
+        except ProxyError as err:
+            log.info("refused %s: %s", request_id, err.message)
+            await send_error(send, err, request_id)
+            return
+        rec = CallRecord(
+            request_id=request_id,
+            started_at=datetime.now(UTC),
+            identity=identity,
+            provider="",
+            endpoint=self.endpoint,
+            project=(headers.get(b"x-spendgate-project") or b"").decode() or identity.project,
+        )
+        t0 = time.perf_counter()
+        call: CallInfo | None = None
+        try:
+            declared = headers.get(b"content-length")
+            raw = await read_body(
+                receive, rt.config.server.max_body_bytes, int(declared) if declared else None
+            )
+            call, upstream_body = openai.parse_request(self.endpoint, self.operation, raw)
+            self._attribute(rec, call, headers)
+            provider = rt.router.route(call.model)
+            if provider is None:
+                raise NotFound(
+                    f"No provider is configured for model '{call.model}'.", param="model"
+                )
+            rec.provider = provider.name
+            rec.mock = provider.kind == "mock"
+            rec.priced_model = priced_model(call.model) if rec.mock else call.model
+            if (
+                rt.config.pricing.unknown_model == "reject"
+                and rt.metering.catalog.resolve(rec.priced_model, rec.started_at) is None
+            ):
+                raise InvalidRequest(
+                    f"Model '{call.model}' has no price in the catalog and this proxy rejects "
+                    "unpriced models (pricing.unknown_model: reject).",
+                    param="model",
+                    code="model_not_priced",
+                )
+            if provider.kind != "mock" and not provider.api_key:
+                raise Unavailable(
+                    f"Provider '{provider.name}' has no API key configured "
+                    f"(providers.{provider.name}.api_key)."
+                )
+            upstream = rt.upstream_for(provider)
+            url = provider.base_url + scope["path"]
+            if scope.get("query_string"):
+                url += "?" + scope["query_string"].decode("latin-1")
+            rec.reached_provider = True
+            resp = await upstream.send(
+                "POST",
+                url,
+                request_headers(scope["headers"], provider),
+                upstream_body,
+                connect_timeout=provider.connect_timeout,
+                read_timeout=provider.read_timeout,
+            )
+        except ClientGone:
+            rec.outcome, rec.status_code, rec.error_type = "client_cancelled", 499, "client_gone"
+            await self._finish(rt, rec, call, None, t0)
+            return
+        except ProxyError as err:
+            if isinstance(err, UpstreamError) and not isinstance(err, UpstreamTimeout):
+                rec.reached_provider = False  # could not connect: nothing reached the provider
+            rec.outcome, rec.status_code = err.outcome, err.status
+            rec.error_type = err.code or err.error_type
+            await send_error(send, err, request_id)
+            await self._finish(rt, rec, call, None, t0)
+            return
+
+        rec.status_code = resp.status
+        rec.upstream_request_id = _header(resp.headers, b"x-request-id")
+        is_sse = (_header(resp.headers, b"content-type") or "").startswith("text/event-stream")
+        if call.stream and is_sse and resp.status == 200:
+            await self._relay_stream(rt, rec, call, resp, scope, receive, send, t0)
+        else:
+            await self._relay_whole(rt, rec, call, resp, send, t0)
+
+    def _attribute(self, rec: CallRecord, call: CallInfo, headers: dict[bytes, bytes]) -> None:
+        rec.model_requested = call.model
+        rec.stream = call.stream
+        user = headers.get(b"x-spendgate-user")
+        rec.end_user = user.decode("utf-8", "replace") if user else call.end_user
+        tags: dict[str, str] = {}
+        metadata = call.body.get("metadata")
+        if isinstance(metadata, dict):
+            tags.update({str(k): str(v) for k, v in metadata.items() if isinstance(v, str)})
+        tags.update(_parse_tags(headers.get(b"x-spendgate-tags")))
+        tags.update(dict(rec.identity.tags))  # the key's own tags cannot be overridden
+        rec.tags = tags
+
+    async def _relay_whole(
+        self,
+        rt: Runtime,
+        rec: CallRecord,
+        call: CallInfo,
+        resp: UpstreamResponse,
+        send: Any,
+        t0: float,
+    ) -> None:
+        try:
+            body = await resp.read()
+        except UpstreamError as err:
+            rec.outcome, rec.error_type = err.outcome, err.code or err.error_type
+            rec.status_code = err.status
+            await send_error(send, err, rec.request_id)
+            await self._finish(rt, rec, call, None, t0)
+            return
+        finally:
+            resp.close()
+        rec.latency_ms = (time.perf_counter() - t0) * 1000
+        if 200 <= resp.status < 300:
+            rec.info = openai.parse_response(body)
+        else:
+            rec.outcome, rec.error_type = "upstream_error", f"http_{resp.status}"
+        usage = await rt.metering.complete_usage(rec, call, None)
+        priced = rt.metering.price(rec, usage)
+        extra = [(b"x-spendgate-request-id", rec.request_id.encode())]
+        if priced is not None:
+            extra.append((b"x-spendgate-cost-usd", str(priced.cost).encode()))
+        headers = response_headers(resp.headers, extra)
+        headers.append((b"content-length", str(len(body)).encode()))
+        try:
+            await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        except OSError:
+            rec.outcome = "client_cancelled" if rec.outcome == "ok" else rec.outcome
+        rt.metering.record(rec, usage, priced)
+
+    async def _relay_stream(
+        self,
+        rt: Runtime,
+        rec: CallRecord,
+        call: CallInfo,
+        resp: UpstreamResponse,
+        scope: Scope,
+        receive: Any,
+        send: Any,
+        t0: float,
+    ) -> None:
+        meter: StreamMeter = openai.OpenAIStreamMeter(call)
+        task = asyncio.current_task()
+        assert task is not None
+        state = {"streaming": True, "disconnected": False}
+
+        async def watch_disconnect() -> None:
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    if state["streaming"]:
+                        state["disconnected"] = True
+                        task.cancel()
+                    return
+
+        watcher = asyncio.create_task(watch_disconnect())
+        headers = response_headers(
+            resp.headers, [(b"x-spendgate-request-id", rec.request_id.encode())]
+        )
+        try:
+            await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+            async for chunk in resp.chunks():
+                if rec.ttft_ms is None:
+                    rec.ttft_ms = (time.perf_counter() - t0) * 1000
+                out = meter.feed(chunk)
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+            state["streaming"] = False
+            await send({"type": "http.response.body", "body": meter.finish(), "more_body": False})
+        except asyncio.CancelledError:
+            if not state["disconnected"]:
+                raise
+            task.uncancel()
+            rec.outcome, rec.error_type = "client_cancelled", "client_disconnected"
+        except OSError:
+            rec.outcome, rec.error_type = "client_cancelled", "client_disconnected"
+        except UpstreamError as err:
+            # The provider broke off mid-stream. The client gets the same: the connection is
+            # closed without the end of the body, so its SDK raises as it would talking direct.
+            rec.outcome, rec.error_type = err.outcome, err.code or err.error_type
+            log.warning("upstream stream of %s broke off: %s", rec.request_id, err.message)
+        finally:
+            state["streaming"] = False
+            watcher.cancel()
+            resp.close()
+        rec.info = meter.info()
+        await self._finish(rt, rec, call, meter, t0)
+
+    async def _finish(
+        self,
+        rt: Runtime,
+        rec: CallRecord,
+        call: CallInfo | None,
+        meter: StreamMeter | None,
+        t0: float,
+    ) -> None:
+        if rec.latency_ms is None:
+            rec.latency_ms = (time.perf_counter() - t0) * 1000
+        usage = await rt.metering.complete_usage(rec, call, meter)
+        rt.metering.record(rec, usage, rt.metering.price(rec, usage))
+
+
+def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for k, v in headers:
+        if k == name:
+            return v.decode("latin-1")
+    return None

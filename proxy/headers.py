@@ -1,0 +1,82 @@
+"""Which headers cross the proxy, in each direction.
+
+Hop-by-hop headers (RFC 9110 section 7.6.1, plus any named in ``Connection``) never cross.
+The client's credentials are replaced by the provider's; spendgate's own ``x-spendgate-*``
+request headers stay here. Bodies are re-framed by us, so length and encoding headers are
+ours to set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from proxy.config import ProviderConfig
+
+__all__ = ["request_headers", "response_headers"]
+
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+# Never forwarded upstream: framing we redo, credentials we replace, our own controls.
+_DROP_UP = HOP_BY_HOP | {
+    b"host",
+    b"content-length",
+    b"accept-encoding",
+    b"authorization",
+    b"x-api-key",
+    b"x-goog-api-key",
+    b"api-key",
+    b"openai-organization",
+    b"openai-project",
+    b"cookie",
+}
+
+# Never relayed back: we relay decoded bytes with our own framing.
+_DROP_DOWN = HOP_BY_HOP | {b"content-length", b"content-encoding"}
+
+
+def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
+    named: set[bytes] = set()
+    for k, v in headers:
+        if k == b"connection":
+            named.update(t.strip().lower() for t in v.split(b","))
+    return named
+
+
+def request_headers(
+    client_headers: Iterable[tuple[bytes, bytes]], provider: ProviderConfig
+) -> list[tuple[str, str]]:
+    """The headers to send upstream for a client request to ``provider``."""
+    client_headers = list(client_headers)
+    drop = _DROP_UP | _connection_tokens(client_headers)
+    out = [
+        (k.decode("latin-1"), v.decode("latin-1"))
+        for k, v in client_headers
+        if k not in drop and not k.startswith(b"x-spendgate-")
+    ]
+    if provider.api_key:
+        out.append(("authorization", f"Bearer {provider.api_key}"))
+    out.extend(provider.headers)
+    return out
+
+
+def response_headers(
+    upstream_headers: Iterable[tuple[bytes, bytes]], extra: Iterable[tuple[bytes, bytes]]
+) -> list[tuple[bytes, bytes]]:
+    """The headers to relay to the client (names already lower-case), plus ours."""
+    upstream_headers = list(upstream_headers)
+    drop = _DROP_DOWN | _connection_tokens(upstream_headers)
+    out = [(k, v) for k, v in upstream_headers if k not in drop]
+    out.extend(extra)
+    return out

@@ -1,0 +1,59 @@
+"""What every provider adapter deals in: the parsed request and the metered response.
+
+An adapter is created per provider kind and is stateless; per-request state lives in the
+``StreamMeter`` it hands out for a streamed response.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pricing.usage import Usage
+
+__all__ = ["CallInfo", "ResponseInfo", "StreamMeter"]
+
+
+@dataclass(slots=True)
+class CallInfo:
+    """What the proxy needs to know about a request before forwarding it."""
+
+    endpoint: str  # "chat.completions" | "completions" | "embeddings" | ...
+    operation: str  # OTel gen_ai.operation.name: "chat" | "text_completion" | "embeddings"
+    model: str
+    stream: bool = False
+    client_wants_usage: bool = True  # False: keep the injected usage chunk from the client
+    max_output_tokens: int | None = None
+    end_user: str | None = None
+    body: dict[str, Any] = field(default_factory=dict)  # the parsed request JSON
+
+
+@dataclass(slots=True)
+class ResponseInfo:
+    """What a response told us: usage as the provider reported it, and identifiers."""
+
+    usage: Usage | None = None
+    model: str | None = None
+    response_id: str | None = None
+    finish_reasons: tuple[str, ...] = ()
+    service_tier: str | None = None
+
+
+class StreamMeter(Protocol):
+    """Fed a streamed body chunk by chunk; decides what the client sees and meters usage."""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """Bytes to forward to the client now (possibly b"")."""
+        ...
+
+    def finish(self) -> bytes:
+        """Bytes still held back when the upstream ends (normally b"")."""
+        ...
+
+    def info(self) -> ResponseInfo:
+        """What the stream reported so far; ``usage`` is None when it never arrived."""
+        ...
+
+    def streamed_text(self) -> str:
+        """The generated text streamed so far, to count when no usage arrived."""
+        ...
