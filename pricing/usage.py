@@ -24,6 +24,7 @@ class Usage:
     - ``output_tokens``: every billable output token, reasoning included.
     - ``reasoning_tokens``: reasoning/thinking tokens, a subset of ``output_tokens``.
     - ``audio_input_tokens`` / ``audio_output_tokens``: audio subsets of input / output.
+    - ``web_search_calls``: server-side web searches, billed per call on top of tokens.
     """
 
     input_tokens: int | None = None
@@ -34,6 +35,7 @@ class Usage:
     reasoning_tokens: int | None = None
     audio_input_tokens: int | None = None
     audio_output_tokens: int | None = None
+    web_search_calls: int | None = None
 
     @property
     def total_tokens(self) -> int:
