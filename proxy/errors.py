@@ -2,6 +2,7 @@
 
     SpendgateError
     ├── ConfigError                 bad configuration; raised at start-up, names the key
+    ├── TokenizerDataError          a shipped BPE file is missing or fails its sha256 (proxy._bpe)
     └── ProxyError                  ends one request with an error response
         ├── InvalidRequest          400: malformed JSON, missing model, unknown model (reject mode)
         ├── Unauthorized            401: missing or unknown virtual key
