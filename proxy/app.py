@@ -70,6 +70,14 @@ class Runtime:
         return self.mocks.get(provider.name) or self.http
 
 
+def _upstream_client(name: str) -> Upstream:
+    if name == "aiohttp":
+        return AiohttpUpstream()
+    from proxy.upstream_httpx import HttpxUpstream
+
+    return HttpxUpstream(name)
+
+
 def _catalog(config: Config) -> Catalog:
     path = None if config.pricing.catalog == "builtin" else config.pricing.catalog
     return load_catalog(path, teams=config.teams or None)
@@ -89,7 +97,7 @@ async def _lifespan(config: Config) -> AsyncIterator[dict[str, Any]]:
         spill_path=config.storage.spill_path,
     )
     await ledger.start()
-    http = AiohttpUpstream()
+    http = _upstream_client(config.server.upstream_client)
     runtime = Runtime(config, catalog, tokenizer, ledger, http)
     if runtime.keys.open_access:
         log.warning(

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from proxy import __version__
 from proxy.config import Config, load_config
@@ -42,7 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    common = dict(
+    common: dict[str, Any] = dict(
         host=config.server.host,
         port=config.server.port,
         log_level=args.log_level,
@@ -65,12 +66,12 @@ def _serve(args: argparse.Namespace) -> int:
             "proxy.app:create_app_from_env",
             factory=True,
             workers=config.server.workers,
-            **common,  # type: ignore[arg-type]
+            **common,
         )
     else:
         from proxy.app import create_app
 
-        uvicorn.run(create_app(config), **common)  # type: ignore[arg-type]
+        uvicorn.run(create_app(config), **common)
     return 0
 
 

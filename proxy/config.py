@@ -44,6 +44,7 @@ class ServerConfig:
     port: int = 8787
     workers: int = 1
     max_body_bytes: int = 20 * 1024 * 1024
+    upstream_client: str = "aiohttp"  # or "httpx", "httpx-aiohttp" (see docs/performance.md)
 
     @property
     def is_loopback(self) -> bool:
@@ -172,7 +173,7 @@ class _Section:
     def key(self, key: str) -> str:
         return self._key(self.path, key)
 
-    def str(self, key: str, default: str | None) -> str | None:
+    def text(self, key: str, default: str | None) -> str | None:
         v = self.raw.get(key, default)
         if v is None or isinstance(v, str):
             return v
@@ -180,7 +181,7 @@ class _Section:
             return str(v)
         raise ConfigError(f"{self.key(key)}: must be a string")
 
-    def int(self, key: str, default: int, *, minimum: int = 0) -> int:
+    def integer(self, key: str, default: int, *, minimum: int = 0) -> int:
         v = self.raw.get(key, default)
         if isinstance(v, str) and v.strip().isdigit():
             v = int(v)
@@ -188,7 +189,7 @@ class _Section:
             raise ConfigError(f"{self.key(key)}: must be an integer >= {minimum}")
         return v
 
-    def float(self, key: str, default: float, *, minimum: float = 0.0) -> float:
+    def number(self, key: str, default: float, *, minimum: float = 0.0) -> float:
         v = self.raw.get(key, default)
         try:
             f = float(v) if not isinstance(v, bool) else None
@@ -198,7 +199,7 @@ class _Section:
             raise ConfigError(f"{self.key(key)}: must be a number >= {minimum}")
         return f
 
-    def bool(self, key: str, default: bool) -> bool:
+    def flag(self, key: str, default: bool) -> bool:
         v = self.raw.get(key, default)
         if isinstance(v, str) and v.lower() in ("true", "false", "1", "0", "yes", "no"):
             return v.lower() in ("true", "1", "yes")
@@ -236,13 +237,16 @@ def _url(value: str | None, key: str, schemes: tuple[str, ...]) -> str:
 
 
 def _server(raw: Any) -> ServerConfig:
-    s = _Section(raw, "server", ("host", "port", "workers", "max_body_bytes"))
+    s = _Section(raw, "server", ("host", "port", "workers", "max_body_bytes", "upstream_client"))
     d = ServerConfig()
     return ServerConfig(
-        host=s.str("host", d.host) or d.host,
-        port=s.int("port", d.port, minimum=0),
-        workers=s.int("workers", d.workers, minimum=1),
-        max_body_bytes=s.int("max_body_bytes", d.max_body_bytes, minimum=1),
+        host=s.text("host", d.host) or d.host,
+        port=s.integer("port", d.port, minimum=0),
+        workers=s.integer("workers", d.workers, minimum=1),
+        max_body_bytes=s.integer("max_body_bytes", d.max_body_bytes, minimum=1),
+        upstream_client=s.choice(
+            "upstream_client", d.upstream_client, ("aiohttp", "httpx", "httpx-aiohttp")
+        ),
     )
 
 
@@ -261,20 +265,20 @@ def _storage(raw: Any) -> StorageConfig:
     )
     d = StorageConfig()
     db = _url(
-        s.str("database_url", d.database_url),
+        s.text("database_url", d.database_url),
         s.key("database_url"),
         ("sqlite", "sqlite+aiosqlite", "postgresql", "postgresql+asyncpg", "postgres"),
     )
-    redis = s.str("redis_url", None)
+    redis = s.text("redis_url", None)
     if redis:
         redis = _url(redis, s.key("redis_url"), ("redis", "rediss", "unix", "memory"))
     return StorageConfig(
         database_url=db,
         redis_url=redis or None,
-        ledger_batch_size=s.int("ledger_batch_size", d.ledger_batch_size, minimum=1),
-        ledger_flush_interval=s.float("ledger_flush_interval", d.ledger_flush_interval),
-        ledger_max_backlog=s.int("ledger_max_backlog", d.ledger_max_backlog, minimum=1),
-        spill_path=s.str("spill_path", None),
+        ledger_batch_size=s.integer("ledger_batch_size", d.ledger_batch_size, minimum=1),
+        ledger_flush_interval=s.number("ledger_flush_interval", d.ledger_flush_interval),
+        ledger_max_backlog=s.integer("ledger_max_backlog", d.ledger_max_backlog, minimum=1),
+        spill_path=s.text("spill_path", None),
     )
 
 
@@ -304,20 +308,20 @@ def _provider(name: str, raw: Any) -> ProviderConfig:
         ),
     )
     kind = s.choice("kind", name if name in PROVIDER_KINDS else "openai", PROVIDER_KINDS)
-    base_url = s.str("base_url", _DEFAULT_BASE_URLS[kind])
+    base_url = s.text("base_url", _DEFAULT_BASE_URLS[kind])
     if kind != "mock":
         base_url = _url(base_url, s.key("base_url"), ("http", "https")).rstrip("/")
     return ProviderConfig(
         name=name,
         kind=kind,
         base_url=base_url or "",
-        api_key=s.str("api_key", None) or None,
+        api_key=s.text("api_key", None) or None,
         models=s.str_list("models"),
-        connect_timeout=s.float("connect_timeout", 10.0),
-        read_timeout=s.float("read_timeout", 600.0),
+        connect_timeout=s.number("connect_timeout", 10.0),
+        read_timeout=s.number("read_timeout", 600.0),
         headers=s.str_map("headers"),
-        latency_ms=s.float("latency_ms", 0.0),
-        chunk_delay_ms=s.float("chunk_delay_ms", 0.0),
+        latency_ms=s.number("latency_ms", 0.0),
+        chunk_delay_ms=s.number("chunk_delay_ms", 0.0),
     )
 
 
@@ -357,7 +361,7 @@ def _keys(raw: Any) -> tuple[KeyConfig, ...]:
     seen: set[str] = set()
     for i, item in enumerate(raw):
         s = _Section(item, f"keys[{i}]", ("key", "key_sha256", "team", "project", "tags", "name"))
-        secret, digest = s.str("key", None), s.str("key_sha256", None)
+        secret, digest = s.text("key", None), s.text("key_sha256", None)
         if bool(secret) == bool(digest):
             raise ConfigError(f"{s.key('key')}: give exactly one of key or key_sha256")
         if secret is not None and len(secret) < 8:
@@ -368,16 +372,16 @@ def _keys(raw: Any) -> tuple[KeyConfig, ...]:
         if key_hash in seen:
             raise ConfigError(f"{s.key('key')}: the same key is declared twice")
         seen.add(key_hash)
-        team = s.str("team", None)
+        team = s.text("team", None)
         if not team:
             raise ConfigError(f"{s.key('team')}: required")
         out.append(
             KeyConfig(
                 key_hash=key_hash,
                 team=team,
-                project=s.str("project", None),
+                project=s.text("project", None),
                 tags=s.str_map("tags"),
-                name=s.str("name", None),
+                name=s.text("name", None),
             )
         )
     return tuple(out)
@@ -385,7 +389,7 @@ def _keys(raw: Any) -> tuple[KeyConfig, ...]:
 
 def _pricing(raw: Any) -> PricingConfig:
     s = _Section(raw, "pricing", ("catalog", "overrides", "unknown_model"))
-    catalog = s.str("overrides", None) or s.str("catalog", "builtin") or "builtin"
+    catalog = s.text("overrides", None) or s.text("catalog", "builtin") or "builtin"
     return PricingConfig(
         catalog=catalog, unknown_model=s.choice("unknown_model", "record", ("record", "reject"))
     )
@@ -434,7 +438,7 @@ def parse_config(
         teams=teams,
         budgets=_list_of_maps(data.get("budgets"), "budgets"),
         rate_limits=_list_of_maps(data.get("rate_limits"), "rate_limits"),
-        store_content=logging_.bool("store_content", False),
+        store_content=logging_.flag("store_content", False),
         source=source,
     )
 

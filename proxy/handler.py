@@ -219,7 +219,7 @@ class DataPlane:
             await self._finish(rt, rec, call, None, t0)
             return
         finally:
-            resp.close()
+            await resp.aclose()
         rec.latency_ms = (time.perf_counter() - t0) * 1000
         if 200 <= resp.status < 300:
             rec.info = openai.parse_response(body)
@@ -293,7 +293,7 @@ class DataPlane:
         finally:
             state["streaming"] = False
             watcher.cancel()
-            resp.close()
+            await resp.aclose()
         rec.info = meter.info()
         await self._finish(rt, rec, call, meter, t0)
 

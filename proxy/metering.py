@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from pricing import Catalog, PricedCall
 from pricing.usage import Usage
@@ -65,7 +66,7 @@ _COLUMNS = {
 }
 
 
-def _breakdown_columns(priced: PricedCall | None) -> dict[str, Decimal | None]:
+def _breakdown_columns(priced: PricedCall | None) -> dict[str, Any]:
     """The ledger's breakdown columns: list-price items, which sum to ``list_cost_usd``."""
     if priced is None:
         return dict.fromkeys(_COLUMNS)
@@ -114,7 +115,7 @@ class Metering:
             return usage
         if not rec.reached_provider or call is None:
             return None
-        if rec.outcome == "ok" and not 200 <= rec.status_code < 300:
+        if rec.outcome == "upstream_error" and not 200 <= rec.status_code < 300:
             return None  # the provider refused the call: nothing was generated or billed
         model = rec.priced_model or call.model
         text = meter.streamed_text() if meter is not None else ""
@@ -138,6 +139,8 @@ class Metering:
         """Hand the row to the ledger writer; never blocks, safe in any finally block."""
         ended = datetime.now(UTC)
         unpriced = usage is not None and priced is None and rec.priced_model is not None
+        list_cost: Decimal | None
+        cost: Decimal | None
         if priced is not None:
             list_cost, cost = priced.list_cost, priced.cost
         elif usage is None or not rec.reached_provider:

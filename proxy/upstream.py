@@ -32,7 +32,9 @@ class UpstreamResponse(Protocol):
 
     def chunks(self) -> AsyncIterator[bytes]: ...
 
-    def close(self) -> None: ...
+    async def aclose(self) -> None:
+        """Release the connection; an unfinished body closes it instead of pooling it."""
+        ...
 
 
 class Upstream(Protocol):
@@ -89,7 +91,7 @@ class _AiohttpResponse:
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _translate(exc, self._host) from exc
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         # close() rather than release(): an unfinished body must not go back to the pool.
         if not self._resp.closed:
             self._resp.close()

@@ -62,7 +62,7 @@ class _MockResponse:
                 await asyncio.sleep(self._delay)
             yield chunk
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         pass
 
 
@@ -175,7 +175,8 @@ class MockUpstream:
         if not req.get("stream"):
             choice: dict[str, Any]
             if chat:
-                message = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
+                message: dict[str, Any] = {"role": "assistant", "content": text}
+                message |= {"refusal": None, "annotations": []}
                 choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
             else:
                 choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
@@ -224,8 +225,11 @@ class MockUpstream:
             else:
                 delta = {"index": 0, "text": piece, "logprobs": None, "finish_reason": None}
             chunks.append(event([delta]))
-        last = {"index": 0, "logprobs": None, "finish_reason": finish}
-        last |= {"delta": {}} if chat else {"text": ""}
+        last: dict[str, Any] = {"index": 0, "logprobs": None, "finish_reason": finish}
+        if chat:
+            last["delta"] = {}
+        else:
+            last["text"] = ""
         chunks.append(event([last]))
         if with_usage:
             chunks.append(event([], usage=usage))
