@@ -229,7 +229,7 @@ class DataPlane:
         priced = rt.metering.price(rec, usage)
         extra = [(b"x-spendgate-request-id", rec.request_id.encode())]
         if priced is not None:
-            extra.append((b"x-spendgate-cost-usd", str(priced.cost).encode()))
+            extra.append((b"x-spendgate-cost-usd", format(priced.cost, "f").encode()))
         headers = response_headers(resp.headers, extra)
         headers.append((b"content-length", str(len(body)).encode()))
         try:
