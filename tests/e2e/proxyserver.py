@@ -15,12 +15,13 @@ from collections.abc import Mapping
 from typing import Any
 
 import uvicorn
-from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from proxy.app import create_app
 from proxy.config import Config, parse_config
-from proxy.ledger import LedgerRow, async_url
+from proxy.db import create_engine
+from proxy.ledger import LedgerRow
 
 
 def free_port() -> int:
@@ -94,11 +95,11 @@ class ProxyServer:
 
 def read_ledger(database_url: str) -> list[LedgerRow]:
     async def fetch() -> list[LedgerRow]:
-        engine = create_async_engine(async_url(database_url))
+        engine = create_engine(database_url)
         try:
-            async with engine.connect() as conn:
-                result = await conn.execute(select(LedgerRow).order_by(LedgerRow.started_at))
-                return [LedgerRow.model_validate(dict(r._mapping)) for r in result]
+            async with AsyncSession(engine) as session:
+                result = await session.exec(select(LedgerRow).order_by(LedgerRow.started_at))
+                return list(result.all())
         except Exception as exc:  # table not created yet
             if "no such table" in str(exc) or "does not exist" in str(exc):
                 return []

@@ -1,0 +1,163 @@
+"""OpenAI wire fixtures: tests/fixtures/openai/index.toml plus byte-exact body files.
+
+Kept apart from the server so that tests can compute what a client should receive (and what
+the ledger should say) without starting anything.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+FIXTURES_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "openai"
+
+JSON_CONTENT_TYPE = "application/json"
+SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
+
+_USAGE_NULL = b',"usage":null'
+_OBFUSCATION = re.compile(rb',"obfuscation":"[^"]*"')
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One canned upstream answer, as described by index.toml (see its header for the keys)."""
+
+    name: str
+    description: str = ""
+    kind: str = "body"  # "body" | "hang" | "default"
+    status: int = 200
+    body: str | None = None
+    body_base64: str | None = None
+    content_type: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    usage: Mapping[str, int] | None = None
+    drop: bool = False
+    pause_after: int | None = None
+    delay: float = 0.0
+    headers_delay: float = 0.0
+    honours_include_usage: bool = True
+    directory: Path = FIXTURES_DIR
+
+    @property
+    def is_sse(self) -> bool:
+        return self.body is not None and self.body.endswith(".sse")
+
+    @property
+    def media_type(self) -> str:
+        if self.content_type:
+            return self.content_type
+        return SSE_CONTENT_TYPE if self.is_sse else JSON_CONTENT_TYPE
+
+    def raw(self, *, base64: bool = False) -> bytes:
+        """The body file's bytes, exactly as stored."""
+        name = self.body_base64 if base64 and self.body_base64 else self.body
+        if name is None:
+            raise ValueError(f"scenario {self.name!r} has no body")
+        return _read(self.directory / name)
+
+    def events(
+        self, *, include_usage: bool = True, include_obfuscation: bool = True
+    ) -> list[bytes]:
+        """The SSE events as written to the wire, one per HTTP chunk.
+
+        With include_usage=False the usage chunk and the ``"usage":null`` fields go, as OpenAI
+        leaves them out unless asked. A truncated tail (a cut-off stream) is its own event.
+        """
+        events = split_events(self.raw())
+        if self.honours_include_usage and not include_usage:
+            events = [e.replace(_USAGE_NULL, b"") for e in events if not _is_usage_chunk(e)]
+        if not include_obfuscation:
+            events = [_OBFUSCATION.sub(b"", e) for e in events]
+        return events
+
+    def wire_body(self, *, include_usage: bool = True, include_obfuscation: bool = True) -> bytes:
+        """The whole body a client receives for a request with these stream options."""
+        if not self.is_sse:
+            return self.raw()
+        events = self.events(include_usage=include_usage, include_obfuscation=include_obfuscation)
+        return b"".join(events)
+
+    def expected_usage(self) -> dict[str, int]:
+        """The usage the body reports, flattened; a key that is absent was not reported."""
+        if self.usage is None:
+            raise LookupError(f"scenario {self.name!r} reports no usage")
+        return dict(self.usage)
+
+
+def split_events(data: bytes) -> list[bytes]:
+    """Split an SSE body after each blank line, keeping separators so the parts rejoin exactly."""
+    parts = re.split(rb"(?<=\n\n)", data)
+    return [p for p in parts if p]
+
+
+def _is_usage_chunk(event: bytes) -> bool:
+    if not (event.startswith(b"data: {") and event.endswith(b"\n\n")):
+        return False  # [DONE], or the torn tail of a cut-off stream
+    chunk = json.loads(event[len(b"data: ") :])
+    return chunk.get("choices") == [] and chunk.get("usage") is not None
+
+
+@cache
+def _read(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """All scenarios and the per-path defaults."""
+
+    scenarios: Mapping[str, Scenario]
+    defaults: Mapping[str, Mapping[str, str]]
+
+    def __getitem__(self, name: str) -> Scenario:
+        return self.scenarios[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.scenarios
+
+    def default_for(self, path: str, body: Any) -> str | None:
+        """The scenario for a request that names none: by path, then by its stream flag."""
+        by_mode = self.defaults.get(normalise_path(path))
+        if by_mode is None:
+            return None
+        streaming = isinstance(body, dict) and body.get("stream") is True
+        return by_mode.get("stream" if streaming else "json") or by_mode.get("json")
+
+
+def normalise_path(path: str) -> str:
+    """Drop a leading /v1 so that base URLs with and without it both match."""
+    path = path.rstrip("/") or "/"
+    return path[3:] if path.startswith("/v1/") else path
+
+
+def load_catalog(directory: Path = FIXTURES_DIR) -> Catalog:
+    """Read index.toml; fails fast on a missing body file, so typos show at collection time."""
+    index = tomllib.loads((directory / "index.toml").read_text())
+    scenarios: dict[str, Scenario] = {}
+    for name, raw in index["scenarios"].items():
+        raw = dict(raw)
+        headers = raw.get("headers", {})
+        raw["headers"] = MappingProxyType({k.lower(): str(v) for k, v in headers.items()})
+        if "usage" in raw:
+            raw["usage"] = MappingProxyType(dict(raw["usage"]))
+        scenario = Scenario(name=name, directory=directory, **raw)
+        for file in (scenario.body, scenario.body_base64):
+            if file is not None and not (directory / file).is_file():
+                raise FileNotFoundError(f"scenario {name!r}: no fixture file {file}")
+        scenarios[name] = scenario
+    defaults = {path: MappingProxyType(dict(v)) for path, v in index.get("defaults", {}).items()}
+    for path, by_mode in defaults.items():
+        for target in by_mode.values():
+            if target not in scenarios:
+                raise KeyError(f"default for {path} names unknown scenario {target!r}")
+    return Catalog(MappingProxyType(scenarios), MappingProxyType(defaults))
+
+
+CATALOG = load_catalog()
