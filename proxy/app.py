@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from typing import Any
 
 from starlette.applications import Starlette
@@ -20,17 +21,30 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from budgets import (
+    BudgetExceeded,
+    Budgets,
+    Demand,
+    RateLimited,
+    Reservation,
+    StoreUnavailable,
+    Subject,
+    WebhookAlerts,
+    open_store,
+)
 from pricing import Catalog, load_catalog
 from proxy.auth import KeyRing
 from proxy.config import Config, ProviderConfig, load_config, parse_config
-from proxy.errors import NotFound, ProxyError
+from proxy.errors import BudgetBlocked, NotFound, ProxyError, RateLimitedError, Unavailable
 from proxy.handler import DataPlane, new_request_id
 from proxy.ledger import LedgerWriter
-from proxy.metering import Metering
+from proxy.metering import CallRecord, Metering
 from proxy.providers import openai
+from proxy.providers.base import CallInfo
 from proxy.providers.mock import MockUpstream
 from proxy.routing import ModelRouter
-from proxy.tokens import Tokenizer
+from proxy.spend import LedgerSpendSource
+from proxy.tokens import Tokenizer, max_input_tokens_bound
 from proxy.upstream import AiohttpUpstream, Upstream
 
 __all__ = ["Runtime", "create_app", "create_app_from_env"]
@@ -48,8 +62,10 @@ class Runtime:
         tokenizer: Tokenizer,
         ledger: LedgerWriter,
         http: Upstream,
+        budgets: Budgets | None = None,
     ) -> None:
         self.config = config
+        self.budgets = budgets
         self.keys = KeyRing(config.keys, open_access=config.server.is_loopback)
         self.router = ModelRouter(config.providers)
         self.ledger = ledger
@@ -68,6 +84,54 @@ class Runtime:
 
     def upstream_for(self, provider: ProviderConfig) -> Upstream:
         return self.mocks.get(provider.name) or self.http
+
+    async def reserve(self, rec: CallRecord, call: CallInfo, body_len: int) -> Reservation | None:
+        """Reserve the call's worst case against every budget and rate limit that applies.
+
+        Input tokens are bounded by the body's byte length (every BPE token covers at least
+        one byte), output by the request's max tokens, else the model's cap, so the
+        reservation is a true worst case and a hard budget cannot be overrun by calls in
+        flight (see docs/budgets.md).
+        """
+        if self.budgets is None:
+            return None
+        settings = self.config.budget_settings
+        model = rec.priced_model or call.model
+        catalog = self.metering.catalog
+        if call.endpoint == "embeddings":
+            max_out = 0
+        else:
+            max_out = (
+                call.max_output_tokens
+                or catalog.max_output_tokens(model)
+                or settings.default_max_output_tokens
+            )
+        input_bound = max_input_tokens_bound(body_len)
+        cost = catalog.worst_case_cost(
+            model,
+            input_tokens=input_bound,
+            max_output_tokens=max_out,
+            at=rec.started_at,
+            team=rec.identity.team,
+        )
+        subject = Subject(
+            team=rec.identity.team,
+            project=rec.project,
+            key_id=rec.identity.key_id,
+            end_user=rec.end_user,
+            tags=rec.tags,
+            model=call.model,
+        )
+        try:
+            return await self.budgets.acquire(
+                subject, Demand(cost=cost or Decimal(0), tokens=input_bound + max_out)
+            )
+        except BudgetExceeded as exc:
+            raise BudgetBlocked(str(exc), headers={"x-should-retry": "false"}) from None
+        except RateLimited as exc:
+            raise RateLimitedError(str(exc), headers=dict(exc.headers)) from None
+        except StoreUnavailable as exc:
+            raise Unavailable(str(exc), code="budget_store_unavailable") from None
 
 
 def _upstream_client(name: str) -> Upstream:
@@ -98,7 +162,27 @@ async def _lifespan(config: Config) -> AsyncIterator[dict[str, Any]]:
     )
     await ledger.start()
     http = _upstream_client(config.server.upstream_client)
-    runtime = Runtime(config, catalog, tokenizer, ledger, http)
+    store = await open_store(config.storage.redis_url or "memory://")
+    alerts = (
+        WebhookAlerts(config.budget_settings.alert_webhook)
+        if config.budget_settings.alert_webhook
+        else None
+    )
+    budgets = None
+    if config.budgets or config.rate_limits:
+        settings = config.budget_settings
+        budgets = Budgets(
+            store,
+            config.budgets,
+            config.rate_limits,
+            timezone=settings.timezone,
+            fail_mode="closed" if settings.fail_mode == "closed" else "open",
+            on_alert=alerts,
+            spend_source=LedgerSpendSource(ledger),
+            reservation_ttl_s=settings.reservation_ttl_s,
+            reservation_cap_usd=settings.reservation_cap_usd,
+        )
+    runtime = Runtime(config, catalog, tokenizer, ledger, http, budgets)
     if runtime.keys.open_access:
         log.warning(
             "no virtual keys configured: accepting every call on %s and attributing it to team "
@@ -114,6 +198,11 @@ async def _lifespan(config: Config) -> AsyncIterator[dict[str, Any]]:
         yield {"runtime": runtime}
     finally:
         await http.aclose()
+        if budgets is not None:
+            await budgets.aclose()
+        if alerts is not None:
+            await alerts.aclose()
+        await store.aclose()
         await ledger.aclose()
 
 

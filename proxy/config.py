@@ -16,11 +16,14 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
+from budgets import BudgetConfigError, Policy, RateLimitPolicy, parse_policies, parse_rate_limits
 from proxy.errors import ConfigError
 
 __all__ = [
@@ -63,7 +66,7 @@ class StorageConfig:
     ledger_batch_size: int = 500
     ledger_flush_interval: float = 0.1
     ledger_max_backlog: int = 100_000
-    spill_path: str | None = None
+    spill_path: str | None = "spendgate-ledger-spill.jsonl"  # rows the DB could not take at exit
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +105,18 @@ class PricingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BudgetSettings:
+    """How budgets are enforced (the policies themselves are ``Config.budgets``)."""
+
+    timezone: str = "UTC"
+    fail_mode: str = "open"  # when Redis is unreachable: admit and reconcile, or 503
+    reservation_ttl_s: float = 900.0
+    reservation_cap_usd: Decimal | None = None
+    default_max_output_tokens: int = 16_384  # reserve this when neither request nor catalog says
+    alert_webhook: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = ServerConfig()
     storage: StorageConfig = StorageConfig()
@@ -109,8 +124,9 @@ class Config:
     keys: tuple[KeyConfig, ...] = ()
     pricing: PricingConfig = PricingConfig()
     teams: Mapping[str, Any] = field(default_factory=dict)
-    budgets: tuple[Mapping[str, Any], ...] = ()
-    rate_limits: tuple[Mapping[str, Any], ...] = ()
+    budgets: tuple[Policy, ...] = ()
+    rate_limits: tuple[RateLimitPolicy, ...] = ()
+    budget_settings: BudgetSettings = BudgetSettings()
     store_content: bool = False
     source: str | None = None
 
@@ -278,7 +294,7 @@ def _storage(raw: Any) -> StorageConfig:
         ledger_batch_size=s.integer("ledger_batch_size", d.ledger_batch_size, minimum=1),
         ledger_flush_interval=s.number("ledger_flush_interval", d.ledger_flush_interval),
         ledger_max_backlog=s.integer("ledger_max_backlog", d.ledger_max_backlog, minimum=1),
-        spill_path=s.text("spill_path", None),
+        spill_path=s.text("spill_path", d.spill_path),
     )
 
 
@@ -395,15 +411,57 @@ def _pricing(raw: Any) -> PricingConfig:
     )
 
 
-def _list_of_maps(raw: Any, name: str) -> tuple[Mapping[str, Any], ...]:
+def _budget_settings(raw: Any) -> BudgetSettings:
+    s = _Section(
+        raw,
+        "budget_settings",
+        (
+            "timezone",
+            "fail_mode",
+            "reservation_ttl_s",
+            "reservation_cap_usd",
+            "default_max_output_tokens",
+            "alert_webhook",
+        ),
+    )
+    d = BudgetSettings()
+    tz = s.text("timezone", d.timezone) or d.timezone
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{s.key('timezone')}: unknown IANA time zone {tz!r}") from None
+    cap = s.text("reservation_cap_usd", None)
+    try:
+        cap_usd = Decimal(cap) if cap is not None else None
+    except InvalidOperation:
+        cap_usd = None
+    if cap is not None and (cap_usd is None or not cap_usd.is_finite() or cap_usd <= 0):
+        raise ConfigError(f"{s.key('reservation_cap_usd')}: must be a positive amount")
+    hook = s.text("alert_webhook", None)
+    return BudgetSettings(
+        timezone=tz,
+        fail_mode=s.choice("fail_mode", d.fail_mode, ("open", "closed")),
+        reservation_ttl_s=s.number("reservation_ttl_s", d.reservation_ttl_s, minimum=1.0),
+        reservation_cap_usd=cap_usd,
+        default_max_output_tokens=s.integer(
+            "default_max_output_tokens", d.default_max_output_tokens, minimum=1
+        ),
+        alert_webhook=_url(hook, s.key("alert_webhook"), ("http", "https")) if hook else None,
+    )
+
+
+def _policies(raw: Any, name: str, parse: Any) -> Any:
     if raw is None:
         return ()
-    if not isinstance(raw, list) or not all(isinstance(x, dict) for x in raw):
-        raise ConfigError(f"{name}: must be a list of mappings")
-    return tuple(raw)
+    try:
+        return tuple(parse(raw))
+    except BudgetConfigError as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith(name) else f"{name}: {message}") from None
 
 
 _TOP = (
+    "budget_settings",
     "server",
     "storage",
     "providers",
@@ -436,8 +494,9 @@ def parse_config(
         keys=_keys(data.get("keys")),
         pricing=_pricing(data.get("pricing")),
         teams=teams,
-        budgets=_list_of_maps(data.get("budgets"), "budgets"),
-        rate_limits=_list_of_maps(data.get("rate_limits"), "rate_limits"),
+        budgets=_policies(data.get("budgets"), "budgets", parse_policies),
+        rate_limits=_policies(data.get("rate_limits"), "rate_limits", parse_rate_limits),
+        budget_settings=_budget_settings(data.get("budget_settings")),
         store_content=logging_.flag("store_content", False),
         source=source,
     )

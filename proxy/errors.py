@@ -115,7 +115,7 @@ class Unavailable(ProxyError):
     status = 503
     error_type = "server_error"
     code = "service_unavailable"
-    outcome = "invalid_request"
+    outcome = "unavailable"
 
 
 class UpstreamError(ProxyError):

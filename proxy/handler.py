@@ -13,8 +13,12 @@ import logging
 import os
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from budgets import Reservation
+from pricing import PricedCall
+from pricing.usage import Usage
 from proxy.auth import extract_key
 from proxy.errors import (
     InvalidRequest,
@@ -124,6 +128,7 @@ class DataPlane:
         )
         t0 = time.perf_counter()
         call: CallInfo | None = None
+        reservation: Reservation | None = None
         try:
             declared = headers.get(b"content-length")
             raw = await read_body(
@@ -154,11 +159,14 @@ class DataPlane:
                     f"Provider '{provider.name}' has no API key configured "
                     f"(providers.{provider.name}.api_key)."
                 )
+            reservation = await rt.reserve(rec, call, len(raw))
             upstream = rt.upstream_for(provider)
             url = provider.base_url + scope["path"]
             if scope.get("query_string"):
                 url += "?" + scope["query_string"].decode("latin-1")
             rec.reached_provider = True
+            if reservation is not None:
+                reservation.mark_sent()
             resp = await upstream.send(
                 "POST",
                 url,
@@ -169,7 +177,7 @@ class DataPlane:
             )
         except ClientGone:
             rec.outcome, rec.status_code, rec.error_type = "client_cancelled", 499, "client_gone"
-            await self._finish(rt, rec, call, None, t0)
+            await self._finish(rt, rec, call, None, t0, reservation)
             return
         except ProxyError as err:
             if isinstance(err, UpstreamError) and not isinstance(err, UpstreamTimeout):
@@ -177,16 +185,22 @@ class DataPlane:
             rec.outcome, rec.status_code = err.outcome, err.status
             rec.error_type = err.code or err.error_type
             await send_error(send, err, request_id)
-            await self._finish(rt, rec, call, None, t0)
+            await self._finish(rt, rec, call, None, t0, reservation)
             return
 
         rec.status_code = resp.status
         rec.upstream_request_id = _header(resp.headers, b"x-request-id")
         is_sse = (_header(resp.headers, b"content-type") or "").startswith("text/event-stream")
-        if call.stream and is_sse and resp.status == 200:
-            await self._relay_stream(rt, rec, call, resp, scope, receive, send, t0)
-        else:
-            await self._relay_whole(rt, rec, call, resp, send, t0)
+        try:
+            if call.stream and is_sse and resp.status == 200:
+                await self._relay_stream(rt, rec, call, resp, receive, send, t0, reservation)
+            else:
+                await self._relay_whole(rt, rec, call, resp, send, t0, reservation)
+        finally:
+            if reservation is not None:
+                # settled on every normal path; this covers the unexpected ones (charged in
+                # full, since the call reached the provider)
+                await reservation.aclose()
 
     def _attribute(self, rec: CallRecord, call: CallInfo, headers: dict[bytes, bytes]) -> None:
         rec.model_requested = call.model
@@ -209,6 +223,7 @@ class DataPlane:
         resp: UpstreamResponse,
         send: Any,
         t0: float,
+        reservation: Reservation | None,
     ) -> None:
         try:
             body = await resp.read()
@@ -216,7 +231,7 @@ class DataPlane:
             rec.outcome, rec.error_type = err.outcome, err.code or err.error_type
             rec.status_code = err.status
             await send_error(send, err, rec.request_id)
-            await self._finish(rt, rec, call, None, t0)
+            await self._finish(rt, rec, call, None, t0, reservation)
             return
         finally:
             await resp.aclose()
@@ -227,9 +242,13 @@ class DataPlane:
             rec.outcome, rec.error_type = "upstream_error", f"http_{resp.status}"
         usage = await rt.metering.complete_usage(rec, call, None)
         priced = rt.metering.price(rec, usage)
+        await _settle(reservation, usage, priced)
         extra = [(b"x-spendgate-request-id", rec.request_id.encode())]
         if priced is not None:
             extra.append((b"x-spendgate-cost-usd", format(priced.cost, "f").encode()))
+        if reservation is not None and reservation.remaining_usd is not None:
+            remaining = format(reservation.remaining_usd, "f").encode()
+            extra.append((b"x-spendgate-budget-remaining-usd", remaining))
         headers = response_headers(resp.headers, extra)
         headers.append((b"content-length", str(len(body)).encode()))
         try:
@@ -245,10 +264,10 @@ class DataPlane:
         rec: CallRecord,
         call: CallInfo,
         resp: UpstreamResponse,
-        scope: Scope,
         receive: Any,
         send: Any,
         t0: float,
+        reservation: Reservation | None,
     ) -> None:
         meter: StreamMeter = openai.OpenAIStreamMeter(call)
         task = asyncio.current_task()
@@ -295,7 +314,7 @@ class DataPlane:
             watcher.cancel()
             await resp.aclose()
         rec.info = meter.info()
-        await self._finish(rt, rec, call, meter, t0)
+        await self._finish(rt, rec, call, meter, t0, reservation)
 
     async def _finish(
         self,
@@ -304,11 +323,25 @@ class DataPlane:
         call: CallInfo | None,
         meter: StreamMeter | None,
         t0: float,
+        reservation: Reservation | None,
     ) -> None:
         if rec.latency_ms is None:
             rec.latency_ms = (time.perf_counter() - t0) * 1000
         usage = await rt.metering.complete_usage(rec, call, meter)
-        rt.metering.record(rec, usage, rt.metering.price(rec, usage))
+        priced = rt.metering.price(rec, usage)
+        try:
+            await _settle(reservation, usage, priced)
+        finally:
+            rt.metering.record(rec, usage, priced)
+
+
+async def _settle(
+    reservation: Reservation | None, usage: Usage | None, priced: PricedCall | None
+) -> None:
+    """Charge the budgets what the call actually cost (0 when nothing was generated)."""
+    if reservation is not None:
+        cost = priced.cost if priced is not None else Decimal(0)
+        await reservation.settle(cost=cost, tokens=usage.total_tokens if usage else 0)
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:

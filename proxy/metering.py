@@ -188,4 +188,7 @@ class Metering:
             span_id=rec.span_id,
             upstream_request_id=rec.upstream_request_id,
         )
-        self.ledger.submit(row)
+        try:
+            self.ledger.submit(row)
+        except (TypeError, ValueError):  # a bug of ours; say so loudly, with what we know
+            log.exception("ledger row refused: %r", row)

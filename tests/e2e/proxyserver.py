@@ -41,6 +41,7 @@ class ProxyServer:
         raw["server"] = server
         storage = dict(raw.get("storage") or {})
         storage.setdefault("ledger_flush_interval", 0.01)
+        storage.setdefault("spill_path", None)
         raw["storage"] = storage
         self.config: Config = parse_config(raw, env=env or {})
         self.base_url = f"http://127.0.0.1:{self.config.server.port}"
