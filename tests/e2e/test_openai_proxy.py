@@ -461,3 +461,23 @@ def test_raw_socket_hang_up_before_body_is_recorded(proxy: ProxyServer, upstream
     (row,) = proxy.wait_rows(1)
     assert row.outcome == "client_cancelled"
     assert upstream.requests == []
+
+
+@pytest.mark.postgres
+def test_ledger_on_postgresql(upstream: FakeUpstream, pg_database_url: str, tmp_path: Path):
+    raw = config(upstream.url, tmp_path)
+    raw["storage"] = {"database_url": pg_database_url}
+    with ProxyServer(raw) as proxy:
+        c = client(proxy)
+        raw_resp = c.chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=MESSAGES
+        )
+        with c.chat.completions.with_streaming_response.create(
+            model="gpt-4o-mini", messages=MESSAGES, stream=True
+        ) as resp:
+            list(resp.parse())
+        rows = proxy.wait_rows(2)
+    assert len(rows) == 2
+    first = next(r for r in rows if r.request_id == raw_resp.headers["x-spendgate-request-id"])
+    assert first.cost_usd == Decimal("0.00000885") and first.tags == {"env": "prod"}
+    assert {r.stream for r in rows} == {True, False}
