@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
 
+import aiohttp
 import httpx
 
 from proxy.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
@@ -17,6 +18,12 @@ __all__ = ["HttpxUpstream"]
 
 
 def _translate(exc: httpx.HTTPError, host: str) -> UpstreamError:
+    cause = exc.__cause__
+    if isinstance(cause, aiohttp.ClientConnectorError) and not isinstance(
+        cause, aiohttp.ConnectionTimeoutError
+    ):
+        # httpx-aiohttp maps a refused connection to ConnectTimeout; it is not a timeout.
+        return UpstreamConnectError(f"Could not connect to the upstream provider ({host}).")
     if isinstance(exc, httpx.ConnectTimeout):
         return UpstreamTimeout(f"Timed out connecting to the upstream provider ({host}).")
     if isinstance(exc, httpx.TimeoutException):

@@ -204,3 +204,75 @@ def test_race_two_processes_sharing_redis_never_overrun(
     assert sum(1 for r in rows if r.outcome == "budget_blocked") == 200 - ok
     assert 40 <= ok <= 52  # worst-case reservations cost some admissions, never the limit
     assert len(upstream.requests) == ok
+
+
+def _o3(client: openai.OpenAI):
+    return client.chat.completions.with_raw_response.create(
+        model="o3",
+        messages=MESSAGES,
+        max_tokens=1200,
+        extra_headers={"x-fake-scenario": "chat-reasoning"},
+    )
+
+
+@pytest.mark.redis
+def test_counters_lost_in_redis_are_rebuilt_from_the_ledger(
+    upstream: FakeUpstream, redis_server, tmp_path: Path
+):
+    import redis
+
+    raw = config(
+        upstream.url,
+        tmp_path / "l.db",
+        budgets=[{"scope": "team", "match": "search", "period": "day", "limit_usd": "0.02"}],
+    )
+    raw["storage"] = {
+        "database_url": f"sqlite:///{tmp_path / 'l.db'}",
+        "redis_url": redis_server.url,
+    }
+    with ProxyServer(raw) as proxy:
+        with openai.OpenAI(base_url=proxy.base_url + "/v1", api_key=KEY, max_retries=0) as client:
+            assert _o3(client).headers["x-spendgate-budget-remaining-usd"] == "0.010438"
+            proxy.wait_rows(1)
+            with redis.Redis.from_url(redis_server.url) as r:
+                r.flushall()  # Redis loses everything (restart without persistence, eviction)
+            # rebuilt from the ledger: $0.02 - 2 x $0.009562
+            assert _o3(client).headers["x-spendgate-budget-remaining-usd"] == "0.000876"
+            with pytest.raises(openai.RateLimitError):
+                _o3(client)
+        rows = proxy.wait_rows(3)
+    assert [r.outcome for r in rows].count("budget_blocked") == 1
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("fail_mode", ["open", "closed"])
+def test_redis_down_fail_open_or_closed(
+    upstream: FakeUpstream, redis_server, tmp_path: Path, fail_mode: str
+):
+    raw = config(
+        upstream.url,
+        tmp_path / "l.db",
+        budgets=[{"scope": "team", "match": "search", "period": "day", "limit_usd": "10"}],
+        budget_settings={"fail_mode": fail_mode},
+    )
+    raw["storage"] = {
+        "database_url": f"sqlite:///{tmp_path / 'l.db'}",
+        "redis_url": redis_server.url,
+    }
+    with ProxyServer(raw) as proxy:
+        with openai.OpenAI(base_url=proxy.base_url + "/v1", api_key=KEY, max_retries=0) as client:
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            redis_server.stop()
+            if fail_mode == "open":
+                client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+            else:
+                with pytest.raises(openai.InternalServerError) as info:
+                    client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+                assert info.value.status_code == 503
+                assert info.value.response.json()["error"]["code"] == "budget_store_unavailable"
+            redis_server.start()
+            time.sleep(1.1)  # the store is retried at most once a second while it is down
+            client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        rows = proxy.wait_rows(3)
+    expected = ["ok", "ok", "ok"] if fail_mode == "open" else ["ok", "unavailable", "ok"]
+    assert [r.outcome for r in rows] == expected  # no row lost either way
