@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true", help="log every request line")
     serve.set_defaults(func=_serve)
+    from proxy import cli_prices
+
+    cli_prices.add_parser(sub)
     return parser
 
 

@@ -481,3 +481,16 @@ def test_ledger_on_postgresql(upstream: FakeUpstream, pg_database_url: str, tmp_
     first = next(r for r in rows if r.request_id == raw_resp.headers["x-spendgate-request-id"])
     assert first.cost_usd == Decimal("0.00000885") and first.tags == {"env": "prod"}
     assert {r.stream for r in rows} == {True, False}
+
+
+def test_team_rate_card_sets_cost_apart_from_list_cost(upstream: FakeUpstream, tmp_path: Path):
+    raw = config(upstream.url, tmp_path, teams={"search": {"rate_card": {"discount_pct": 10}}})
+    with ProxyServer(raw) as proxy:
+        resp = client(proxy).chat.completions.with_raw_response.create(
+            model="gpt-4o-mini", messages=MESSAGES
+        )
+        # list 0.00000885; the team pays 10% less: 0.00000885 x 0.9 = 0.000007965
+        assert resp.headers["x-spendgate-cost-usd"] == "0.000007965"
+        row = proxy.wait_row(resp.headers["x-spendgate-request-id"])
+    assert (row.list_cost_usd, row.cost_usd) == (Decimal("0.00000885"), Decimal("0.000007965"))
+    assert row.cost_input_usd + row.cost_output_usd == row.list_cost_usd
