@@ -702,10 +702,10 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=float, default=10, help="measured seconds per run")
     ap.add_argument("--warmup", type=float, default=3, help="warm-up seconds per run")
-    ap.add_argument("--max-foreign", type=float, default=15,
+    ap.add_argument("--max-foreign", type=float, default=20,
                     help="redo a measurement when other processes used more than this %% of a "
                     "core during it (default %(default)s)")
-    ap.add_argument("--retries", type=int, default=2, help="redos allowed per measurement")
+    ap.add_argument("--retries", type=int, default=1, help="redos allowed per measurement")
     ap.add_argument("--profile", metavar="TARGET:SCENARIO",
                     help="instead of a run: py-spy record one target under one scenario")
     ap.add_argument("--python", default=str(REPO / ".venv" / "bin" / "python"),
@@ -713,7 +713,7 @@ def main() -> int:
     ap.add_argument("--src", default=str(REPO),
                     help="tree whose proxy/ pricing/ budgets/ are measured; copied at start so "
                     "edits made during the run do not mix versions (default: this repo)")
-    ap.add_argument("--idle-wait", type=float, default=30,
+    ap.add_argument("--idle-wait", type=float, default=10,
                     help="before each measurement, wait up to this long for the machine to be "
                     "idle (other work on it skews the numbers; each record notes foreign_pct)")
     ap.add_argument("--out", default=str(BENCH / "results"))
@@ -786,7 +786,8 @@ def main() -> int:
                         new["attempt"] = attempt
                         if not rec or new.get("foreign_pct", 1e9) < rec.get("foreign_pct", 1e9):
                             rec = new
-                        if "rps" not in new or new["foreign_pct"] <= args.max_foreign:
+                        if ("rps" not in new or new["foreign_pct"] <= args.max_foreign
+                                or attempt == args.retries):
                             break
                         print(f"  r{rnd} {sname:8} {tname:24} again: {new['foreign_pct']:.0f}% "
                               "of a core was used by other processes", flush=True)

@@ -123,6 +123,7 @@ class LedgerRow(SQLModel, table=True):
     cost_output_usd: Decimal | None = _money()  # reasoning included, as billed
     cost_other_usd: Decimal | None = _money()  # audio, per-request fees, anything else
     price_version: str | None = None
+    rate_card: str | None = None  # the team rate card version applied, e.g. "research@2026-07-01"
     unpriced: bool = False
     latency_ms: int
     ttft_ms: int | None = None

@@ -181,6 +181,7 @@ class Metering:
             cost_usd=cost,
             **_breakdown_columns(priced),
             price_version=priced.price_version if priced is not None else None,
+            rate_card=priced.rate_card if priced is not None else None,
             unpriced=unpriced,
             latency_ms=round(rec.latency_ms or 0),
             ttft_ms=round(rec.ttft_ms) if rec.ttft_ms is not None else None,

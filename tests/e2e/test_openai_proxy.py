@@ -494,3 +494,4 @@ def test_team_rate_card_sets_cost_apart_from_list_cost(upstream: FakeUpstream, t
         row = proxy.wait_row(resp.headers["x-spendgate-request-id"])
     assert (row.list_cost_usd, row.cost_usd) == (Decimal("0.00000885"), Decimal("0.000007965"))
     assert row.cost_input_usd + row.cost_output_usd == row.list_cost_usd
+    assert row.rate_card and row.rate_card.startswith("search")
