@@ -124,7 +124,7 @@ class DataPlane:
             identity=identity,
             provider="",
             endpoint=self.endpoint,
-            project=(headers.get(b"x-spendgate-project") or b"").decode() or identity.project,
+            project=_text(headers.get(b"x-spendgate-project")) or identity.project,
         )
         t0 = time.perf_counter()
         call: CallInfo | None = None
@@ -132,7 +132,9 @@ class DataPlane:
         try:
             declared = headers.get(b"content-length")
             raw = await read_body(
-                receive, rt.config.server.max_body_bytes, int(declared) if declared else None
+                receive,
+                rt.config.server.max_body_bytes,
+                int(declared) if declared and declared.isdigit() else None,
             )
             call, upstream_body = openai.parse_request(self.endpoint, self.operation, raw)
             self._attribute(rec, call, headers)
@@ -187,6 +189,14 @@ class DataPlane:
             await send_error(send, err, request_id)
             await self._finish(rt, rec, call, None, t0, reservation)
             return
+        except Exception:
+            # A bug of ours must still answer in the provider's format and leave its row.
+            log.exception("request %s failed inside the proxy", request_id)
+            internal = ProxyError("The proxy failed to handle this request.", code="internal_error")
+            rec.outcome, rec.status_code, rec.error_type = "upstream_error", 500, "internal_error"
+            await send_error(send, internal, request_id)
+            await self._finish(rt, rec, call, None, t0, reservation)
+            return
 
         rec.status_code = resp.status
         rec.upstream_request_id = _header(resp.headers, b"x-request-id")
@@ -205,8 +215,7 @@ class DataPlane:
     def _attribute(self, rec: CallRecord, call: CallInfo, headers: dict[bytes, bytes]) -> None:
         rec.model_requested = call.model
         rec.stream = call.stream
-        user = headers.get(b"x-spendgate-user")
-        rec.end_user = user.decode("utf-8", "replace") if user else call.end_user
+        rec.end_user = _text(headers.get(b"x-spendgate-user")) or call.end_user
         tags: dict[str, str] = {}
         metadata = call.body.get("metadata")
         if isinstance(metadata, dict):
@@ -342,6 +351,10 @@ async def _settle(
     if reservation is not None:
         cost = priced.cost if priced is not None else Decimal(0)
         await reservation.settle(cost=cost, tokens=usage.total_tokens if usage else 0)
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("utf-8", "replace") if value else None
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
