@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import fixtures  # noqa: E402
+import fixtures
 
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -78,10 +78,11 @@ class Procs:
         return time.monotonic() - t0
 
     def stop_all(self) -> list[str]:
-        left = [f"{pid} {name}" for pid, (name, p) in self.live.items() if p.poll() is None]
-        for _, p in list(self.live.values()):
+        """Stop every recorded process; returns those still alive afterwards (should be none)."""
+        procs = list(self.live.items())
+        for _, (_, p) in procs:
             self.stop(p, timeout=10)
-        return left
+        return [f"{pid} {name}" for pid, (name, _) in procs if Path(f"/proc/{pid}").exists()]
 
 
 def cpu_ticks(pid: int) -> int:
@@ -227,13 +228,13 @@ http {{
             if ($http_authorization != "Bearer {PROXY_KEY}") {{ return 401; }}
             if ($http_x_bench_stream) {{ rewrite ^ /_sse last; }}
             default_type application/json;
-            {' '.join(jsets)}
+            {" ".join(jsets)}
             return 200 '{jref}';
         }}
         location = /_sse {{
             internal;
             default_type text/event-stream;
-            {' '.join(ssets)}
+            {" ".join(ssets)}
             return 200 '{sref}';
         }}
         location / {{ return 404; }}
@@ -300,14 +301,29 @@ providers:
     def start(self, env: Bench, workdir: Path) -> Running:
         cfg = workdir / "spendgate.yaml"
         cfg.write_text(self.config(env, workdir))
-        argv = ["taskset", "-c", PROXY_CPU, str(env.python), "-m", "proxy.cli", "serve",
-                "--config", str(cfg), "--log-level", "warning"]
+        argv = [
+            "taskset",
+            "-c",
+            PROXY_CPU,
+            str(env.python),
+            "-m",
+            "proxy.cli",
+            "serve",
+            "--config",
+            str(cfg),
+            "--log-level",
+            "warning",
+        ]
         e = dict(os.environ, PYTHONPATH=str(env.src))
         t0 = time.monotonic()
         p = env.procs.start(self.name, argv, workdir / "proxy.log", cwd=workdir, env=e)
         wait_port(env.target_port, p)
-        return Running(url=f"http://127.0.0.1:{env.target_port}", proc=p,
-                       ledger=workdir / "ledger.db", startup_s=time.monotonic() - t0)
+        return Running(
+            url=f"http://127.0.0.1:{env.target_port}",
+            proc=p,
+            ledger=workdir / "ledger.db",
+            startup_s=time.monotonic() - t0,
+        )
 
 
 class NginxProxy(Target):
@@ -348,8 +364,9 @@ http {{
         t0 = time.monotonic()
         p = env.procs.start(self.name, argv, workdir / "proxy.log")
         wait_port(env.target_port, p)
-        return Running(url=f"http://127.0.0.1:{env.target_port}", proc=p,
-                       startup_s=time.monotonic() - t0)
+        return Running(
+            url=f"http://127.0.0.1:{env.target_port}", proc=p, startup_s=time.monotonic() - t0
+        )
 
 
 TARGETS: dict[str, Target] = {
@@ -399,7 +416,7 @@ def post(url: str, body: bytes, key: str, stream: bool) -> tuple[int, dict, byte
 def validate(run: Running, key: str, bodies: dict[bool, Path]) -> list[str]:
     problems = []
     for stream in (False, True):
-        status, headers, data = post(run.url, bodies[stream].read_bytes(), key, stream)
+        status, _, data = post(run.url, bodies[stream].read_bytes(), key, stream)
         kind = "SSE" if stream else "JSON"
         if status != 200:
             problems.append(f"{kind}: HTTP {status}: {data[:200]!r}")
@@ -411,10 +428,26 @@ def validate(run: Running, key: str, bodies: dict[bool, Path]) -> list[str]:
 
 
 def wrk(env: Bench, url: str, sc: Scenario, seconds: float, key: str, log: Path) -> dict:
-    argv = ["taskset", "-c", LOAD_CPU, env.wrk, "-t1", f"-c{sc.connections}", f"-d{seconds:g}s",
-            "--timeout", "10s", "-s", str(LUA), url + "/v1/chat/completions"]
-    e = dict(os.environ, BENCH_BODY=str(env.bodies[sc.stream]), BENCH_AUTH=key,
-             BENCH_STREAM="1" if sc.stream else "0")
+    argv = [
+        "taskset",
+        "-c",
+        LOAD_CPU,
+        env.wrk,
+        "-t1",
+        f"-c{sc.connections}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(LUA),
+        url + "/v1/chat/completions",
+    ]
+    e = dict(
+        os.environ,
+        BENCH_BODY=str(env.bodies[sc.stream]),
+        BENCH_AUTH=key,
+        BENCH_STREAM="1" if sc.stream else "0",
+    )
     r0 = children_cpu_ticks()
     p = env.procs.start("wrk", argv, log, env=e)
     try:
@@ -422,12 +455,10 @@ def wrk(env: Bench, url: str, sc: Scenario, seconds: float, key: str, log: Path)
     finally:
         env.procs.stop(p)
     text = log.read_text()
-    m = None
-    for m in re.finditer(r"BENCH_RESULT (\{.*\})", text):
-        pass
-    if not m:
+    found = re.findall(r"BENCH_RESULT (\{.*\})", text)
+    if not found:
         raise RuntimeError(f"wrk printed no result: {text[-500:]}")
-    res = json.loads(m.group(1))
+    res = json.loads(found[-1])
     # wrk's summary.requests counts every completed response, whatever its status.
     res["errors"] = sum(res[k] for k in res if k.startswith("err_"))
     res["wrk_cpu_ticks"] = children_cpu_ticks() - r0
@@ -477,11 +508,16 @@ def measure(env: Bench, target: Target, sc: Scenario, rnd: int, attempt: int = 0
         n = max(res["requests"], 1)
         rec.update(
             rps=round(res["requests"] / (res["duration_us"] / 1e6), 1),
-            p50_ms=res["p50_us"] / 1000, p90_ms=res["p90_us"] / 1000,
-            p99_ms=res["p99_us"] / 1000, max_ms=res["max_us"] / 1000,
-            requests=res["requests"], errors=res["errors"], wrk=res,
+            p50_ms=res["p50_us"] / 1000,
+            p90_ms=res["p90_us"] / 1000,
+            p99_ms=res["p99_us"] / 1000,
+            max_ms=res["max_us"] / 1000,
+            requests=res["requests"],
+            errors=res["errors"],
+            wrk=res,
             upstream_cpu_us_per_req=round((u1 - u0) / hz * 1e6 / n, 1),
-            wall_s=round(wall, 2), **core_busy(k0, k1),
+            wall_s=round(wall, 2),
+            **core_busy(k0, k1),
         )
         # CPU on either core that is neither the proxy, the upstream nor wrk: someone else's.
         ours = (c1 - c0) + (u1 - u0) + res["wrk_cpu_ticks"]
@@ -536,17 +572,29 @@ def _median_spread(vals: list[float]) -> tuple[float, float]:
 def summarise(records: list[dict], targets: list[str], scenarios: list[str]) -> dict:
     out: dict = {}
     for sc in scenarios:
-        direct = [r for r in records
-                  if r["scenario"] == sc and r["target"] == "direct" and "rps" in r]
+        direct = [
+            r for r in records if r["scenario"] == sc and r["target"] == "direct" and "rps" in r
+        ]
         d50 = statistics.median([r["p50_ms"] for r in direct]) if direct else None
         for t in targets:
             rs = [r for r in records if r["scenario"] == sc and r["target"] == t and "rps" in r]
             if not rs:
                 continue
             s: dict = {"runs": len(rs)}
-            for k in ("rps", "p50_ms", "p90_ms", "p99_ms", "cpu_us_per_req",
-                      "upstream_cpu_us_per_req", "rss_start_mib", "rss_end_mib",
-                      "cpu0_busy_pct", "cpu1_busy_pct", "startup_s", "foreign_pct"):
+            for k in (
+                "rps",
+                "p50_ms",
+                "p90_ms",
+                "p99_ms",
+                "cpu_us_per_req",
+                "upstream_cpu_us_per_req",
+                "rss_start_mib",
+                "rss_end_mib",
+                "cpu0_busy_pct",
+                "cpu1_busy_pct",
+                "startup_s",
+                "foreign_pct",
+            ):
                 vals = [r[k] for r in rs if r.get(k) is not None]
                 if vals:
                     med, spread = _median_spread(vals)
@@ -578,11 +626,13 @@ def table(summary: dict) -> str:
     ]
     for sc, per in summary.items():
         for t, s in per.items():
-            ledger = (f"{s['ledger_rows']:,} / {s['requests']:,}"
-                      + (f" (**{s['ledger_lost']} lost**)" if s.get("ledger_lost") else "")
-                      if "ledger_rows" in s else "-")
-            rss = (f"{s['rss_start_mib']:.0f}→{s['rss_end_mib']:.0f}"
-                   if "rss_end_mib" in s else "-")
+            ledger = (
+                f"{s['ledger_rows']:,} / {s['requests']:,}"
+                + (f" (**{s['ledger_lost']} lost**)" if s.get("ledger_lost") else "")
+                if "ledger_rows" in s
+                else "-"
+            )
+            rss = f"{s['rss_start_mib']:.0f}→{s['rss_end_mib']:.0f}" if "rss_end_mib" in s else "-"
             lines.append(
                 f"| {sc} | {t} | {_fmt(s['rps'], s['rps_spread_pct'])} "
                 f"| {_fmt(s['p50_ms'], s['p50_ms_spread_pct'], 3)} "
@@ -597,22 +647,39 @@ def table(summary: dict) -> str:
 
 def environment(env: Bench) -> dict:
     py = subprocess.run(
-        [str(env.python), "-c",
-         "import importlib.metadata as m, json, sys; print(json.dumps({'python': sys.version."
-         "split()[0], **{n: m.version(n) for n in ('spendgate', 'starlette', 'uvicorn', "
-         "'uvloop', 'httptools', 'aiohttp', 'httpx', 'httpcore', 'httpx-aiohttp', 'sniffio', "
-         "'anyio', 'orjson', 'sqlmodel', 'aiosqlite')}}))"],
-        capture_output=True, text=True)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                if ln.startswith("model name")), "?")
-    timeit = subprocess.run([sys.executable, "-m", "timeit", "sum(range(1000000))"],
-                            capture_output=True, text=True).stdout.strip()
+        [
+            str(env.python),
+            "-c",
+            "import importlib.metadata as m, json, sys; print(json.dumps({'python': sys.version."
+            "split()[0], **{n: m.version(n) for n in ('spendgate', 'starlette', 'uvicorn', "
+            "'uvloop', 'httptools', 'aiohttp', 'httpx', 'httpcore', 'httpx-aiohttp', 'sniffio', "
+            "'anyio', 'orjson', 'sqlmodel', 'aiosqlite')}}))",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in open("/proc/cpuinfo")
+            if ln.startswith("model name")
+        ),
+        "?",
+    )
+    timeit = subprocess.run(
+        [sys.executable, "-m", "timeit", "sum(range(1000000))"], capture_output=True, text=True
+    ).stdout.strip()
     return {
-        "kernel": platform.release(), "cpu": cpu, "ncpu": os.cpu_count(),
+        "kernel": platform.release(),
+        "cpu": cpu,
+        "ncpu": os.cpu_count(),
         "os": Path("/etc/debian_version").read_text().strip()
-        if Path("/etc/debian_version").exists() else platform.platform(),
+        if Path("/etc/debian_version").exists()
+        else platform.platform(),
         "nginx": subprocess.run([env.nginx, "-v"], capture_output=True, text=True).stderr.strip(),
-        "wrk": subprocess.run([env.wrk, "-v"], capture_output=True, text=True).stdout.split("\n")[0],
+        "wrk": subprocess.run([env.wrk, "-v"], capture_output=True, text=True)
+        .stdout.split("\n")[0]
+        .strip(),
         "timeit_sum_range_1e6": timeit,
         "proxy_venv": json.loads(py.stdout) if py.returncode == 0 else py.stderr[-300:],
     }
@@ -632,9 +699,27 @@ def profile(env: Bench, target: Target, sc: Scenario) -> None:
         raw = env.resdir / f"profile-{target.name}-{sc.name}.txt"
         secs = max(int(env.args.duration) - 2, 3)
         spy = env.procs.start(
-            "py-spy", ["taskset", "-c", LOAD_CPU, str(pyspy), "record", "-p", str(run.proc.pid),
-                       "-d", str(secs), "-r", "200", "-f", "raw", "-o", str(raw), "--nonblocking"],
-            workdir / "py-spy.log")
+            "py-spy",
+            [
+                "taskset",
+                "-c",
+                LOAD_CPU,
+                str(pyspy),
+                "record",
+                "-p",
+                str(run.proc.pid),
+                "-d",
+                str(secs),
+                "-r",
+                "200",
+                "-f",
+                "raw",
+                "-o",
+                str(raw),
+                "--nonblocking",
+            ],
+            workdir / "py-spy.log",
+        )
         wrk(env, run.url, sc, env.args.duration, target.client_key, workdir / "wrk.log")
         spy.wait(30)
         env.procs.stop(spy)
@@ -649,6 +734,7 @@ def stack_top(raw: Path, n: int = 35) -> str:
     """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
     self_c: dict[str, int] = {}
     incl: dict[str, int] = {}
+    by_pkg: dict[str, int] = {}
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -658,9 +744,15 @@ def stack_top(raw: Path, n: int = 35) -> str:
         total += c
         frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
         self_c[frames[-1]] = self_c.get(frames[-1], 0) + c
+        m = re.search(r"\(([^/)]+)[/)]", frames[-1])
+        pkg = m.group(1) if m else "?"
+        by_pkg[pkg] = by_pkg.get(pkg, 0) + c
         for f in set(frames):
             incl[f] = incl.get(f, 0) + c
-    out = [f"samples: {total}", "", "self %  function (file)"]
+    out = [f"samples: {total}", "", "self %  by the leaf frame's package (file's first folder)"]
+    for pkg, c in sorted(by_pkg.items(), key=lambda x: -x[1])[:20]:
+        out.append(f"{100 * c / total:5.1f}  {pkg}")
+    out += ["", "self %  function (file)"]
     for f, c in sorted(self_c.items(), key=lambda x: -x[1])[:n]:
         out.append(f"{100 * c / total:5.1f}  {f}")
     out += ["", "inclusive %  function (file)"]
@@ -673,8 +765,9 @@ def snapshot(repo: Path, dest: Path) -> Path:
     """Copy the packages under test, so every measurement of a run sees the same code."""
     for pkg in ("proxy", "pricing", "budgets"):
         if (repo / pkg).is_dir():
-            shutil.copytree(repo / pkg, dest / pkg,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            shutil.copytree(
+                repo / pkg, dest / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
     return dest
 
 
@@ -687,35 +780,63 @@ def source_info(repo: Path, snap: Path) -> dict:
     for f in sorted(snap.rglob("*")):
         if f.is_file():
             digest.update(str(f.relative_to(snap)).encode() + f.read_bytes())
-    dirty = [ln[3:] for ln in git("status", "--porcelain", "--", "proxy", "pricing",
-                                  "budgets").splitlines()]
-    return {"git_head": git("rev-parse", "HEAD"), "dirty_paths": dirty,
-            "snapshot_sha256": digest.hexdigest()[:16]}
+    dirty = [
+        ln[3:]
+        for ln in git("status", "--porcelain", "--", "proxy", "pricing", "budgets").splitlines()
+    ]
+    return {
+        "git_head": git("rev-parse", "HEAD"),
+        "dirty_paths": dirty,
+        "snapshot_sha256": digest.hexdigest()[:16],
+    }
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--targets", default=DEFAULT_TARGETS,
-                    help=f"comma list of {', '.join(TARGETS)} (default: %(default)s)")
-    ap.add_argument("--scenarios", default=DEFAULT_SCENARIOS,
-                    help=f"comma list of {', '.join(SCENARIOS)} (default: %(default)s)")
+    ap.add_argument(
+        "--targets",
+        default=DEFAULT_TARGETS,
+        help=f"comma list of {', '.join(TARGETS)} (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--scenarios",
+        default=DEFAULT_SCENARIOS,
+        help=f"comma list of {', '.join(SCENARIOS)} (default: %(default)s)",
+    )
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--duration", type=float, default=10, help="measured seconds per run")
-    ap.add_argument("--warmup", type=float, default=3, help="warm-up seconds per run")
-    ap.add_argument("--max-foreign", type=float, default=20,
-                    help="redo a measurement when other processes used more than this %% of a "
-                    "core during it (default %(default)s)")
+    ap.add_argument("--duration", type=int, default=10, help="measured seconds per run")
+    ap.add_argument("--warmup", type=int, default=3, help="warm-up seconds per run")
+    ap.add_argument(
+        "--max-foreign",
+        type=float,
+        default=20,
+        help="redo a measurement when other processes used more than this %% of a "
+        "core during it (default %(default)s)",
+    )
     ap.add_argument("--retries", type=int, default=1, help="redos allowed per measurement")
-    ap.add_argument("--profile", metavar="TARGET:SCENARIO",
-                    help="instead of a run: py-spy record one target under one scenario")
-    ap.add_argument("--python", default=str(REPO / ".venv" / "bin" / "python"),
-                    help="interpreter of the venv spendgate's dependencies are installed in")
-    ap.add_argument("--src", default=str(REPO),
-                    help="tree whose proxy/ pricing/ budgets/ are measured; copied at start so "
-                    "edits made during the run do not mix versions (default: this repo)")
-    ap.add_argument("--idle-wait", type=float, default=10,
-                    help="before each measurement, wait up to this long for the machine to be "
-                    "idle (other work on it skews the numbers; each record notes foreign_pct)")
+    ap.add_argument(
+        "--profile",
+        metavar="TARGET:SCENARIO",
+        help="instead of a run: py-spy record one target under one scenario",
+    )
+    ap.add_argument(
+        "--python",
+        default=str(REPO / ".venv" / "bin" / "python"),
+        help="interpreter of the venv spendgate's dependencies are installed in",
+    )
+    ap.add_argument(
+        "--src",
+        default=str(REPO),
+        help="tree whose proxy/ pricing/ budgets/ are measured; copied at start so "
+        "edits made during the run do not mix versions (default: this repo)",
+    )
+    ap.add_argument(
+        "--idle-wait",
+        type=float,
+        default=10,
+        help="before each measurement, wait up to this long for the machine to be "
+        "idle (other work on it skews the numbers; each record notes foreign_pct)",
+    )
     ap.add_argument("--out", default=str(BENCH / "results"))
     args = ap.parse_args()
 
@@ -739,8 +860,13 @@ def main() -> int:
     procs = Procs(workdir / "pids.txt")
     src = snapshot(Path(args.src), workdir / "src")
     env = Bench(args, workdir, resdir, procs, nginx, wrk_bin, Path(args.python), src)
-    chk = subprocess.run([args.python, "-c", "import proxy.app"], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=str(src)), cwd=workdir)
+    chk = subprocess.run(
+        [args.python, "-c", "import proxy.app"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(src)),
+        cwd=workdir,
+    )
     if chk.returncode:
         sys.exit(f"the snapshot of {args.src} does not import:\n{chk.stderr[-1500:]}")
     for stream in (False, True):
@@ -755,11 +881,16 @@ def main() -> int:
     left: list[str] = []
     try:
         conf = workdir / "upstream.conf"
-        conf.write_text(nginx_upstream_conf(workdir, env.upstream_port,
-                                            fixtures.chat_sse(), fixtures.chat_json()))
+        conf.write_text(
+            nginx_upstream_conf(
+                workdir, env.upstream_port, fixtures.chat_sse(), fixtures.chat_json()
+            )
+        )
         env.upstream = procs.start(
-            "upstream-nginx", ["taskset", "-c", LOAD_CPU, nginx, "-c", str(conf), "-p",
-                               str(workdir)], workdir / "upstream.log")
+            "upstream-nginx",
+            ["taskset", "-c", LOAD_CPU, nginx, "-c", str(conf), "-p", str(workdir)],
+            workdir / "upstream.log",
+        )
         wait_port(env.upstream_port, env.upstream)
         probs = validate(TARGETS["direct"].start(env, workdir), PROXY_KEY, env.bodies)
         if probs:
@@ -770,10 +901,13 @@ def main() -> int:
             profile(env, TARGETS[tname], SCENARIOS[sname])
             return 0
 
-        print(f"bench: {len(targets)} targets x {len(scenarios)} scenarios x {args.rounds} "
-              f"rounds; results in {resdir}", flush=True)
+        print(
+            f"bench: {len(targets)} targets x {len(scenarios)} scenarios x {args.rounds} "
+            f"rounds; results in {resdir}",
+            flush=True,
+        )
         for rnd in range(args.rounds):
-            order = targets[rnd % len(targets):] + targets[: rnd % len(targets)]
+            order = targets[rnd % len(targets) :] + targets[: rnd % len(targets)]
             for sname in scenarios:
                 for tname in order:
                     rec = {}
@@ -781,49 +915,76 @@ def main() -> int:
                         try:
                             new = measure(env, TARGETS[tname], SCENARIOS[sname], rnd, attempt)
                         except Exception as exc:  # one failed target must not lose the run
-                            new = {"target": tname, "scenario": sname, "round": rnd,
-                                   "failure": f"{type(exc).__name__}: {exc}"}
+                            new = {
+                                "target": tname,
+                                "scenario": sname,
+                                "round": rnd,
+                                "failure": f"{type(exc).__name__}: {exc}",
+                            }
                         new["attempt"] = attempt
                         if not rec or new.get("foreign_pct", 1e9) < rec.get("foreign_pct", 1e9):
                             rec = new
-                        if ("rps" not in new or new["foreign_pct"] <= args.max_foreign
-                                or attempt == args.retries):
+                        if (
+                            "rps" not in new
+                            or new["foreign_pct"] <= args.max_foreign
+                            or attempt == args.retries
+                        ):
                             break
-                        print(f"  r{rnd} {sname:8} {tname:24} again: {new['foreign_pct']:.0f}% "
-                              "of a core was used by other processes", flush=True)
+                        print(
+                            f"  r{rnd} {sname:8} {tname:24} again: {new['foreign_pct']:.0f}% "
+                            "of a core was used by other processes",
+                            flush=True,
+                        )
                     records.append(rec)
                     if "rps" in rec:
-                        extra = (f" cpu {rec['cpu_us_per_req']:.0f}us/req"
-                                 if "cpu_us_per_req" in rec else "")
+                        extra = (
+                            f" cpu {rec['cpu_us_per_req']:.0f}us/req"
+                            if "cpu_us_per_req" in rec
+                            else ""
+                        )
                         if "ledger_rows" in rec:
                             extra += f" ledger {rec['ledger_rows']}/{rec['requests']}"
-                        print(f"  r{rnd} {sname:8} {tname:24} {rec['rps']:>9.0f} req/s "
-                              f"p50 {rec['p50_ms']:.3f} p99 {rec['p99_ms']:.2f} ms "
-                              f"err {rec['errors']}{extra} foreign {rec['foreign_pct']:.0f}%",
-                              flush=True)
+                        print(
+                            f"  r{rnd} {sname:8} {tname:24} {rec['rps']:>9.0f} req/s "
+                            f"p50 {rec['p50_ms']:.3f} p99 {rec['p99_ms']:.2f} ms "
+                            f"err {rec['errors']}{extra} foreign {rec['foreign_pct']:.0f}%",
+                            flush=True,
+                        )
                     else:
-                        print(f"  r{rnd} {sname:8} {tname:24} FAILED: "
-                              f"{rec.get('validation') or rec.get('failure')}", flush=True)
+                        print(
+                            f"  r{rnd} {sname:8} {tname:24} FAILED: "
+                            f"{rec.get('validation') or rec.get('failure')}",
+                            flush=True,
+                        )
                     (resdir / "records.json").write_text(json.dumps(records, indent=1))
         summary = summarise(records, targets, scenarios)
     finally:
         left = procs.stop_all()
     meta = {
-        "command": " ".join(sys.argv), "started": stamp,
+        "command": " ".join(sys.argv),
+        "started": stamp,
         "wall_s": round(time.monotonic() - t_start, 1),
-        "rounds": args.rounds, "duration_s": args.duration, "warmup_s": args.warmup,
-        "targets": targets, "scenarios": scenarios,
+        "rounds": args.rounds,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "targets": targets,
+        "scenarios": scenarios,
         "pinning": {"load_and_upstream": LOAD_CPU, "proxy": PROXY_CPU},
-        "environment": environment(env), "left_running_at_exit": left,
-        "workdir": str(workdir), "source": env_source,
+        "environment": environment(env),
+        "left_running_at_exit": left,
+        "workdir": str(workdir),
+        "source": env_source,
     }
     (resdir / "results.json").write_text(
-        json.dumps({"meta": meta, "summary": summary, "records": records}, indent=1))
+        json.dumps({"meta": meta, "summary": summary, "records": records}, indent=1)
+    )
     md = table(summary)
     (resdir / "table.md").write_text(md + "\n")
     shutil.copy(workdir / "pids.txt", resdir / "pids.txt")
-    print(f"\nmedians of {args.rounds} rounds, {args.duration:g} s each (±: half the min-max "
-          f"range); wall {meta['wall_s']:.0f} s; {resdir}\n")
+    print(
+        f"\nmedians of {args.rounds} rounds, {args.duration:g} s each (±: half the min-max "
+        f"range); wall {meta['wall_s']:.0f} s; {resdir}\n"
+    )
     print(md)
     failed = [r for r in records if "rps" not in r]
     bad = [r for r in records if r.get("errors") or r.get("ledger_lost")]

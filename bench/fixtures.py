@@ -45,7 +45,7 @@ _FP = "fp_bench0001"
 
 
 def chat_json() -> bytes:
-    """A non-streamed ``chat.completion`` (~1.2 KB, usage with both detail blocks)."""
+    """A non-streamed ``chat.completion`` (~1 KB, usage with both detail blocks)."""
     body = {
         "id": _ID,
         "object": "chat.completion",
@@ -80,9 +80,9 @@ def _chunk(delta: dict, finish: str | None = None, *, usage: bool = False) -> st
         "model": MODEL,
         "service_tier": "default",
         "system_fingerprint": _FP,
-        "choices": [] if usage else [
-            {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        ],
+        "choices": []
+        if usage
+        else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
         "usage": USAGE if usage else None,
     }
     return "data: " + json.dumps(obj, separators=(",", ":")) + "\n\n"
