@@ -40,7 +40,7 @@ from proxy.handler import DataPlane, new_request_id
 from proxy.ledger import LedgerWriter
 from proxy.metering import CallRecord, Metering
 from proxy.providers import openai
-from proxy.providers.base import CallInfo
+from proxy.providers.base import Adapter, CallInfo
 from proxy.providers.mock import MockUpstream
 from proxy.routing import ModelRouter
 from proxy.spend import LedgerSpendSource
@@ -282,9 +282,11 @@ async def readyz(request: Request) -> Response:
 def create_app(config: Config | None = None) -> Starlette:
     """The spendgate ASGI app for ``config`` (the embedded defaults when None)."""
     config = config if config is not None else parse_config({})
+    adapters: list[Adapter] = [openai.OpenAIAdapter()]
     routes = [
-        Route(path, DataPlane(endpoint, operation), methods=["POST"])
-        for path, (endpoint, operation) in openai.ENDPOINTS.items()
+        Route(r.path, DataPlane(adapter, r), methods=["POST"])
+        for adapter in adapters
+        for r in adapter.routes
     ]
     routes += [
         Route("/v1/models", list_models, methods=["GET"]),

@@ -31,8 +31,7 @@ from proxy.errors import (
 )
 from proxy.headers import request_headers, response_headers
 from proxy.metering import CallRecord
-from proxy.providers import openai
-from proxy.providers.base import CallInfo, StreamMeter
+from proxy.providers.base import Adapter, CallInfo, Route, StreamMeter
 from proxy.providers.mock import priced_model
 
 if TYPE_CHECKING:
@@ -77,8 +76,8 @@ async def read_body(receive: Any, limit: int, declared: int | None) -> bytes:
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
-async def send_error(send: Any, err: ProxyError, request_id: str) -> None:
-    body = openai.error_body(err)
+async def send_error(send: Any, err: ProxyError, request_id: str, adapter: Adapter) -> None:
+    body = adapter.error_body(err)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
@@ -100,11 +99,12 @@ def _parse_tags(value: bytes | None) -> dict[str, str]:
 
 
 class DataPlane:
-    """ASGI endpoint for the OpenAI-compatible routes; one instance serves every request."""
+    """ASGI endpoint for one data-plane route; one instance serves every request to it."""
 
-    def __init__(self, endpoint: str, operation: str) -> None:
-        self.endpoint = endpoint
-        self.operation = operation
+    def __init__(self, adapter: Adapter, route: Route) -> None:
+        self.adapter = adapter
+        self.route = route
+        self.endpoint = route.endpoint
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         rt: Runtime = scope["state"]["runtime"]
@@ -116,7 +116,7 @@ class DataPlane:
                 raise Unavailable("The ledger is behind; refusing new calls so none is lost.")
         except ProxyError as err:
             log.info("refused %s: %s", request_id, err.message)
-            await send_error(send, err, request_id)
+            await send_error(send, err, request_id, self.adapter)
             return
         rec = CallRecord(
             request_id=request_id,
@@ -136,7 +136,9 @@ class DataPlane:
                 rt.config.server.max_body_bytes,
                 int(declared) if declared and declared.isdigit() else None,
             )
-            call, upstream_body = openai.parse_request(self.endpoint, self.operation, raw)
+            call, upstream_body = self.adapter.parse_request(
+                self.route, raw, scope.get("path_params") or {}
+            )
             self._attribute(rec, call, headers)
             provider = rt.router.route(call.model)
             if provider is None:
@@ -172,7 +174,7 @@ class DataPlane:
             resp = await upstream.send(
                 "POST",
                 url,
-                request_headers(scope["headers"], provider),
+                request_headers(scope["headers"], provider, self.adapter.auth_headers(provider)),
                 upstream_body,
                 connect_timeout=provider.connect_timeout,
                 read_timeout=provider.read_timeout,
@@ -186,7 +188,7 @@ class DataPlane:
                 rec.reached_provider = False  # could not connect: nothing reached the provider
             rec.outcome, rec.status_code = err.outcome, err.status
             rec.error_type = err.code or err.error_type
-            await send_error(send, err, request_id)
+            await send_error(send, err, request_id, self.adapter)
             await self._finish(rt, rec, call, None, t0, reservation)
             return
         except Exception:
@@ -194,7 +196,7 @@ class DataPlane:
             log.exception("request %s failed inside the proxy", request_id)
             internal = ProxyError("The proxy failed to handle this request.", code="internal_error")
             rec.outcome, rec.status_code, rec.error_type = "upstream_error", 500, "internal_error"
-            await send_error(send, internal, request_id)
+            await send_error(send, internal, request_id, self.adapter)
             await self._finish(rt, rec, call, None, t0, reservation)
             return
 
@@ -239,14 +241,14 @@ class DataPlane:
         except UpstreamError as err:
             rec.outcome, rec.error_type = err.outcome, err.code or err.error_type
             rec.status_code = err.status
-            await send_error(send, err, rec.request_id)
+            await send_error(send, err, rec.request_id, self.adapter)
             await self._finish(rt, rec, call, None, t0, reservation)
             return
         finally:
             await resp.aclose()
         rec.latency_ms = (time.perf_counter() - t0) * 1000
         if 200 <= resp.status < 300:
-            rec.info = openai.parse_response(body)
+            rec.info = self.adapter.parse_response(body)
         else:
             rec.outcome, rec.error_type = "upstream_error", f"http_{resp.status}"
         usage = await rt.metering.complete_usage(rec, call, None)
@@ -278,7 +280,7 @@ class DataPlane:
         t0: float,
         reservation: Reservation | None,
     ) -> None:
-        meter: StreamMeter = openai.OpenAIStreamMeter(call)
+        meter: StreamMeter = self.adapter.stream_meter(call)
         task = asyncio.current_task()
         assert task is not None
         state = {"streaming": True, "disconnected": False}

@@ -55,9 +55,12 @@ def _connection_tokens(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
 
 
 def request_headers(
-    client_headers: Iterable[tuple[bytes, bytes]], provider: ProviderConfig
+    client_headers: Iterable[tuple[bytes, bytes]],
+    provider: ProviderConfig,
+    auth: Iterable[tuple[str, str]],
 ) -> list[tuple[str, str]]:
-    """The headers to send upstream for a client request to ``provider``."""
+    """The headers to send upstream for a client request to ``provider``; ``auth`` carries
+    the provider's credentials in the header its API expects."""
     client_headers = list(client_headers)
     drop = _DROP_UP | _connection_tokens(client_headers)
     out = [
@@ -65,8 +68,7 @@ def request_headers(
         for k, v in client_headers
         if k not in drop and not k.startswith(b"x-spendgate-")
     ]
-    if provider.api_key:
-        out.append(("authorization", f"Bearer {provider.api_key}"))
+    out.extend(auth)
     out.extend(provider.headers)
     return out
 

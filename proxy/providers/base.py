@@ -7,11 +7,15 @@ An adapter is created per provider kind and is stateless; per-request state live
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from proxy.config import ProviderConfig
+    from proxy.errors import ProxyError
 
 from pricing.usage import Usage
 
-__all__ = ["CallInfo", "ResponseInfo", "StreamMeter"]
+__all__ = ["Adapter", "CallInfo", "ResponseInfo", "Route", "StreamMeter"]
 
 
 @dataclass(slots=True)
@@ -56,4 +60,44 @@ class StreamMeter(Protocol):
 
     def streamed_text(self) -> str:
         """The generated text streamed so far, to count when no usage arrived."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One data-plane route an adapter serves (a starlette path, with ``{param}`` parts)."""
+
+    path: str
+    endpoint: str  # ledger ``endpoint``: "chat.completions", "messages", ...
+    operation: str  # OTel gen_ai.operation.name
+
+
+class Adapter(Protocol):
+    """One provider wire format: how to read its requests, meter its answers, speak its errors.
+
+    Stateless and shared; per-request state lives in the ``StreamMeter`` it hands out.
+    """
+
+    routes: tuple[Route, ...]
+
+    def parse_request(
+        self, route: Route, raw: bytes, path_params: dict[str, Any]
+    ) -> tuple[CallInfo, bytes]:
+        """What metering needs from a request, and the body to send upstream."""
+        ...
+
+    def auth_headers(self, provider: ProviderConfig) -> list[tuple[str, str]]:
+        """The provider's credentials, in the header its API expects."""
+        ...
+
+    def parse_response(self, body: bytes) -> ResponseInfo:
+        """Usage and identifiers from a whole (non-streamed) response body."""
+        ...
+
+    def stream_meter(self, call: CallInfo) -> StreamMeter:
+        """A fresh meter for one streamed response."""
+        ...
+
+    def error_body(self, err: ProxyError) -> bytes:
+        """``err`` in this provider's error JSON."""
         ...

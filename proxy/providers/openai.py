@@ -14,18 +14,12 @@ from typing import Any
 import orjson
 
 from pricing.usage import Usage
+from proxy.config import ProviderConfig
 from proxy.errors import InvalidRequest, ProxyError
-from proxy.providers.base import CallInfo, ResponseInfo
+from proxy.providers.base import CallInfo, ResponseInfo, Route
 from proxy.sse import EventSplitter, event_data
 
-__all__ = ["ENDPOINTS", "OpenAIStreamMeter", "error_body", "parse_request", "parse_response"]
-
-# path suffix -> (endpoint, OTel operation name)
-ENDPOINTS = {
-    "/v1/chat/completions": ("chat.completions", "chat"),
-    "/v1/completions": ("completions", "text_completion"),
-    "/v1/embeddings": ("embeddings", "embeddings"),
-}
+__all__ = ["OpenAIAdapter", "OpenAIStreamMeter", "error_body", "parse_request", "parse_response"]
 
 _MAX_KEPT_STREAM_BYTES = 16 * 1024 * 1024  # what we keep of a stream to count it if need be
 
@@ -260,3 +254,30 @@ class OpenAIStreamMeter:
                                 if isinstance(v, str)
                             )
         return "".join(parts)
+
+
+class OpenAIAdapter:
+    """OpenAI's wire format, for api.openai.com and every OpenAI-compatible server."""
+
+    routes: tuple[Route, ...] = (
+        Route("/v1/chat/completions", "chat.completions", "chat"),
+        Route("/v1/completions", "completions", "text_completion"),
+        Route("/v1/embeddings", "embeddings", "embeddings"),
+    )
+
+    def parse_request(
+        self, route: Route, raw: bytes, path_params: dict[str, Any]
+    ) -> tuple[CallInfo, bytes]:
+        return parse_request(route.endpoint, route.operation, raw)
+
+    def auth_headers(self, provider: ProviderConfig) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {provider.api_key}")] if provider.api_key else []
+
+    def parse_response(self, body: bytes) -> ResponseInfo:
+        return parse_response(body)
+
+    def stream_meter(self, call: CallInfo) -> OpenAIStreamMeter:
+        return OpenAIStreamMeter(call)
+
+    def error_body(self, err: ProxyError) -> bytes:
+        return error_body(err)
