@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import time
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -45,9 +46,12 @@ log = logging.getLogger("spendgate.proxy")
 Scope = dict[str, Any]
 
 
+_ids = random.Random(os.urandom(32))  # seeded once: ids need uniqueness, not secrecy
+
+
 def new_request_id() -> str:
     """Time-ordered and unique: 12 hex digits of milliseconds, then 16 random ones."""
-    return f"{int(time.time() * 1000):012x}{os.urandom(8).hex()}"
+    return f"{int(time.time() * 1000):012x}{_ids.getrandbits(64):016x}"
 
 
 class ClientGone(Exception):

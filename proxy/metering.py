@@ -18,7 +18,7 @@ from typing import Any
 from pricing import Catalog, PricedCall
 from pricing.usage import Usage
 from proxy.auth import Identity
-from proxy.ledger import LedgerRow, LedgerWriter
+from proxy.ledger import LedgerWriter
 from proxy.providers.base import CallInfo, ResponseInfo, StreamMeter
 from proxy.providers.mock import priced_model
 from proxy.tokens import Tokenizer
@@ -154,7 +154,7 @@ class Metering:
                 rec.request_id,
             )
         u = usage or Usage()
-        row = LedgerRow(
+        row = dict(
             request_id=rec.request_id,
             started_at=rec.started_at,
             ended_at=ended,

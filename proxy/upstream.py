@@ -104,6 +104,7 @@ class AiohttpUpstream:
         self._session: aiohttp.ClientSession | None = None
         self._limit = limit
         self._limit_per_host = limit_per_host
+        self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
 
     def _ensure(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -134,12 +135,15 @@ class AiohttpUpstream:
         read_timeout: float,
     ) -> UpstreamResponse:
         session = self._ensure()
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            sock_connect=connect_timeout,
-            connect=connect_timeout,
-            sock_read=read_timeout,
-        )
+        timeout = self._timeouts.get((connect_timeout, read_timeout))
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=connect_timeout,
+                connect=connect_timeout,
+                sock_read=read_timeout,
+            )
+            self._timeouts[(connect_timeout, read_timeout)] = timeout
         host = url.split("/", 3)[2] if "://" in url else url
         try:
             resp = await session.request(
