@@ -1,4 +1,4 @@
-"""OpenAI wire fixtures: tests/fixtures/openai/index.toml plus byte-exact body files.
+"""Wire fixtures: tests/fixtures/{openai,anthropic,gemini}/index.toml plus byte-exact bodies.
 
 Kept apart from the server so that tests can compute what a client should receive (and what
 the ledger should say) without starting anything.
@@ -16,7 +16,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-FIXTURES_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "openai"
+FIXTURES_ROOT = Path(__file__).resolve().parents[1] / "fixtures"
+FIXTURES_DIR = FIXTURES_ROOT / "openai"
+PROVIDER_DIRS = ("openai", "anthropic", "gemini")
 
 JSON_CONTENT_TYPE = "application/json"
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
@@ -43,6 +45,9 @@ class Scenario:
     delay: float = 0.0
     headers_delay: float = 0.0
     honours_include_usage: bool = True
+    # The conformance corpus (tests/e2e/test_corpus.py): how to call it, what the ledger says.
+    call: Mapping[str, Any] | None = None
+    expect: Mapping[str, Any] | None = None
     directory: Path = FIXTURES_DIR
 
     @property
@@ -93,7 +98,7 @@ class Scenario:
 
 def split_events(data: bytes) -> list[bytes]:
     """Split an SSE body after each blank line, keeping separators so the parts rejoin exactly."""
-    parts = re.split(rb"(?<=\n\n)", data)
+    parts = re.split(rb"(?<=\n\n)|(?<=\r\n\r\n)", data)
     return [p for p in parts if p]
 
 
@@ -125,6 +130,8 @@ class Catalog:
     def default_for(self, path: str, body: Any) -> str | None:
         """The scenario for a request that names none: by path, then by its stream flag."""
         by_mode = self.defaults.get(normalise_path(path))
+        if by_mode is None and ":" in path:  # Gemini: models/{model}:generateContent
+            by_mode = self.defaults.get(":" + path.rsplit(":", 1)[1])
         if by_mode is None:
             return None
         streaming = isinstance(body, dict) and body.get("stream") is True
@@ -145,8 +152,9 @@ def load_catalog(directory: Path = FIXTURES_DIR) -> Catalog:
         raw = dict(raw)
         headers = raw.get("headers", {})
         raw["headers"] = MappingProxyType({k.lower(): str(v) for k, v in headers.items()})
-        if "usage" in raw:
-            raw["usage"] = MappingProxyType(dict(raw["usage"]))
+        for key in ("usage", "call", "expect"):
+            if key in raw:
+                raw[key] = MappingProxyType(dict(raw[key]))
         scenario = Scenario(name=name, directory=directory, **raw)
         for file in (scenario.body, scenario.body_base64):
             if file is not None and not (directory / file).is_file():
@@ -160,4 +168,18 @@ def load_catalog(directory: Path = FIXTURES_DIR) -> Catalog:
     return Catalog(MappingProxyType(scenarios), MappingProxyType(defaults))
 
 
-CATALOG = load_catalog()
+def load_all(root: Path = FIXTURES_ROOT) -> Catalog:
+    """Every provider's scenarios in one catalog (scenario names are unique across them)."""
+    scenarios: dict[str, Scenario] = {}
+    defaults: dict[str, Mapping[str, str]] = {}
+    for name in PROVIDER_DIRS:
+        part = load_catalog(root / name)
+        clash = scenarios.keys() & part.scenarios.keys()
+        if clash:
+            raise KeyError(f"scenario names used twice: {sorted(clash)}")
+        scenarios.update(part.scenarios)
+        defaults.update(part.defaults)
+    return Catalog(MappingProxyType(scenarios), MappingProxyType(defaults))
+
+
+CATALOG = load_all()

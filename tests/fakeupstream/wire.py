@@ -150,7 +150,8 @@ def head(
         | {"x-request-id": request.request_id or ""}
         | dict(headers)
     )
-    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}"]
+    phrase = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Overloaded"
+    lines = [f"HTTP/1.1 {status} {phrase}"]  # 529 is Anthropic's own
     lines += [f"{k}: {v}" for k, v in merged.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
