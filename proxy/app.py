@@ -17,6 +17,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -33,17 +34,26 @@ from budgets import (
     open_store,
 )
 from pricing import Catalog, load_catalog
+from proxy.admin import admin_routes
+from proxy.admin.auth import AdminKeys
+from proxy.admin.reports import report_routes
 from proxy.auth import KeyRing
 from proxy.config import Config, ProviderConfig, load_config, parse_config
+from proxy.controlplane.runtime import ControlPlane
 from proxy.errors import BudgetBlocked, NotFound, ProxyError, RateLimitedError, Unavailable
 from proxy.handler import DataPlane, new_request_id
 from proxy.ledger import LedgerWriter
+from proxy.lifecycle import DrainGate, Lifecycle
 from proxy.metering import CallRecord, Metering
-from proxy.providers import openai
+from proxy.migrations import upgrade_database
+from proxy.passthrough import Passthrough
+from proxy.providers import anthropic, gemini, openai, responses
 from proxy.providers.base import Adapter, CallInfo
 from proxy.providers.mock import MockUpstream
+from proxy.readiness import Readiness
 from proxy.routing import ModelRouter
 from proxy.spend import LedgerSpendSource
+from proxy.telemetry import Telemetry
 from proxy.tokens import Tokenizer, max_input_tokens_bound
 from proxy.upstream import AiohttpUpstream, Upstream
 
@@ -63,13 +73,15 @@ class Runtime:
         ledger: LedgerWriter,
         http: Upstream,
         budgets: Budgets | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.config = config
         self.budgets = budgets
         self.keys = KeyRing(config.keys, open_access=config.server.is_loopback)
         self.router = ModelRouter(config.providers)
         self.ledger = ledger
-        self.metering = Metering(catalog, tokenizer, ledger)
+        self.telemetry = telemetry
+        self.metering = Metering(catalog, tokenizer, ledger, telemetry)
         self.http = http
         self.mocks: dict[str, Upstream] = {
             p.name: MockUpstream(
@@ -148,7 +160,9 @@ def _catalog(config: Config) -> Catalog:
 
 
 @contextlib.asynccontextmanager
-async def _lifespan(config: Config) -> AsyncIterator[dict[str, Any]]:
+async def _lifespan(
+    config: Config, telemetry: Telemetry | None = None
+) -> AsyncIterator[dict[str, Any]]:
     tokenizer = Tokenizer.load()
     catalog = _catalog(config)
     if any(p.kind == "mock" for p in config.providers):
@@ -162,29 +176,48 @@ async def _lifespan(config: Config) -> AsyncIterator[dict[str, Any]]:
         max_backlog=config.storage.ledger_max_backlog,
         spill_path=config.storage.spill_path,
     )
+    # Schema first, under the migration lock, so replicas starting together never race to
+    # create the ledger table (the ledger's own create_all then finds it).
+    await upgrade_database(config.storage.database_url)
     await ledger.start()
     http = _upstream_client(config.server.upstream_client)
-    store = await open_store(config.storage.redis_url or "memory://")
+    # 2 s, not the store's 0.5 s default: a busy replica must not mistake a slow answer for an
+    # outage (under fail_open that admits on local counts, see docs/budgets.md)
+    store = await open_store(config.storage.redis_url or "memory://", socket_timeout=2.0)
     alerts = (
         WebhookAlerts(config.budget_settings.alert_webhook)
         if config.budget_settings.alert_webhook
         else None
     )
-    budgets = None
-    if config.budgets or config.rate_limits:
-        settings = config.budget_settings
-        budgets = Budgets(
-            store,
-            config.budgets,
-            config.rate_limits,
-            timezone=settings.timezone,
-            fail_mode="closed" if settings.fail_mode == "closed" else "open",
-            on_alert=alerts,
-            spend_source=LedgerSpendSource(ledger),
-            reservation_ttl_s=settings.reservation_ttl_s,
-            reservation_cap_usd=settings.reservation_cap_usd,
+    # Always built, as the admin API may add policies at run time; the runtime holds it only
+    # while there are any, so a proxy without budgets does no budget work per request.
+    settings = config.budget_settings
+    budgets = Budgets(
+        store,
+        config.budgets,
+        config.rate_limits,
+        timezone=settings.timezone,
+        fail_mode="closed" if settings.fail_mode == "closed" else "open",
+        on_alert=alerts,
+        spend_source=LedgerSpendSource(ledger),
+        reservation_ttl_s=settings.reservation_ttl_s,
+        reservation_cap_usd=settings.reservation_cap_usd,
+    )
+    if telemetry is None:
+        telemetry = Telemetry(
+            prometheus=config.telemetry.prometheus, access_log=config.telemetry.access_log
         )
-    runtime = Runtime(config, catalog, tokenizer, ledger, http, budgets)
+    runtime = Runtime(
+        config,
+        catalog,
+        tokenizer,
+        ledger,
+        http,
+        budgets if config.budgets or config.rate_limits else None,
+        telemetry,
+    )
+    control = ControlPlane(runtime, ledger, budgets)
+    await control.start()  # keys and policies from the database, kept fresh
     if runtime.keys.open_access:
         log.warning(
             "no virtual keys configured: accepting every call on %s and attributing it to team "
@@ -196,21 +229,48 @@ async def _lifespan(config: Config) -> AsyncIterator[dict[str, Any]]:
             "no virtual keys configured and bound to %s: every call will be refused (401)",
             config.server.host,
         )
+    lifecycle = Lifecycle(config.server.shutdown)
+    readiness = Readiness(
+        ledger,
+        lifecycle,
+        redis_url=config.storage.redis_url,
+        fail_open=config.budget_settings.fail_mode != "closed",
+    )
+    lifecycle.install()  # SIGTERM drains first (proxy/lifecycle.py)
     try:
-        yield {"runtime": runtime}
+        yield {
+            "runtime": runtime,
+            "control": control,
+            "admin_keys": AdminKeys(config.admin),
+            "lifecycle": lifecycle,
+            "readiness": readiness,
+        }
     finally:
+        lifecycle.uninstall()
+        # Calls cut at the end of the grace period are still recording their rows.
+        flush_left = await lifecycle.wait_idle(config.server.shutdown.flush_seconds)
+        await readiness.aclose()
+        await control.aclose()
         await http.aclose()
         if budgets is not None:
             await budgets.aclose()
         if alerts is not None:
             await alerts.aclose()
         await store.aclose()
-        await ledger.aclose()
+        await ledger.aclose(timeout=max(flush_left, 1.0))
+        await asyncio.to_thread(telemetry.shutdown)  # flushes exporters
 
 
-def _error_response(err: ProxyError) -> Response:
+def _error_response(err: ProxyError, path: str = "") -> Response:
+    # Under a provider's own prefix, errors speak that provider's format.
+    if path.startswith("/anthropic/"):
+        body = anthropic.error_body(err)
+    elif path.startswith("/gemini/"):
+        body = gemini.error_body(err)
+    else:
+        body = openai.error_body(err)
     return Response(
-        openai.error_body(err),
+        body,
         status_code=err.status,
         media_type="application/json",
         headers={"x-spendgate-request-id": new_request_id(), **err.headers},
@@ -224,7 +284,7 @@ async def _http_exception(request: Request, exc: Exception) -> Response:
         err.status = 405
     else:
         err = NotFound(f"Unknown route: {request.method} {request.url.path}")
-    return _error_response(err)
+    return _error_response(err, request.url.path)
 
 
 async def list_models(request: Request) -> Response:
@@ -273,32 +333,59 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    rt: Runtime = request.state.runtime
-    ready = rt.ledger.accepting
-    return JSONResponse(
-        {"status": "ready" if ready else "not ready", "ledger_backlog": rt.ledger.backlog},
-        status_code=200 if ready else 503,
+    readiness: Readiness = request.state.readiness
+    ready, body = await readiness.check()
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+def _draining_refusal(path: str) -> Response:
+    err = Unavailable(
+        "This spendgate replica is shutting down; retry and another replica will answer.",
+        code="shutting_down",
+        headers={"retry-after": "1"},
     )
+    return _error_response(err, path)
 
 
-def create_app(config: Config | None = None) -> Starlette:
+async def metrics(request: Request) -> Response:
+    rt: Runtime = request.state.runtime
+    if rt.telemetry is None or rt.telemetry.registry is None:
+        return Response("prometheus metrics are off (telemetry.prometheus)\n", status_code=404)
+    body, content_type = rt.telemetry.metrics_text()
+    return Response(body, media_type=content_type)
+
+
+def create_app(config: Config | None = None, *, telemetry: Telemetry | None = None) -> Starlette:
     """The spendgate ASGI app for ``config`` (the embedded defaults when None)."""
     config = config if config is not None else parse_config({})
-    adapters: list[Adapter] = [openai.OpenAIAdapter()]
+    adapters: list[Adapter] = [
+        openai.OpenAIAdapter(),
+        responses.ResponsesAdapter(),
+        anthropic.AnthropicAdapter(),
+        gemini.GeminiAdapter(),
+    ]
     routes = [
-        Route(r.path, DataPlane(adapter, r), methods=["POST"])
+        Route(
+            r.path,
+            DataPlane(adapter, r) if r.billed else Passthrough(adapter, r),
+            methods=list(r.methods),
+        )
         for adapter in adapters
         for r in adapter.routes
     ]
+    # first: /admin is not a provider's passthrough
+    routes = [*admin_routes(), *report_routes(), *routes]
     routes += [
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
     ]
     return Starlette(
         routes=routes,
-        lifespan=lambda app: _lifespan(config),
+        lifespan=lambda app: _lifespan(config, telemetry),
         exception_handlers={HTTPException: _http_exception},
+        middleware=[Middleware(DrainGate, refuse=_draining_refusal)],
     )
 
 

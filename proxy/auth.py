@@ -8,13 +8,15 @@ SDK sends it: ``Authorization: Bearer``, ``x-api-key`` (Anthropic) or ``x-goog-a
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 from proxy.config import KeyConfig, hash_key
-from proxy.errors import Unauthorized
+from proxy.errors import ModelNotAllowed, Unauthorized
 
-__all__ = ["Identity", "KeyRing", "extract_key"]
+__all__ = ["Identity", "KeyRing", "check_model", "extract_key"]
 
 log = logging.getLogger("spendgate.auth")
 
@@ -27,6 +29,8 @@ class Identity:
     key_id: str | None
     project: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
+    expires_at: float | None = None  # epoch seconds; checked on every request
+    models: tuple[str, ...] | None = None  # allowed model globs; None allows every model
 
 
 ANONYMOUS = Identity(team="default", key_id=None)
@@ -46,12 +50,22 @@ def extract_key(headers: dict[bytes, bytes]) -> str | None:
     return None
 
 
+def check_model(identity: Identity, model: str | None) -> None:
+    """Refuse (403) a model outside the key's allow-list (or no model, when there is one)."""
+    if identity.models is not None and not any(
+        fnmatchcase(model or "", p) for p in identity.models
+    ):
+        raise ModelNotAllowed(f"This API key is not allowed to use model '{model}'.", param="model")
+
+
 class KeyRing:
     """Resolves a presented key to an ``Identity``.
 
-    With no keys configured, ``open_access`` decides: on a loopback bind the proxy runs
-    open (every call is team ``default``) so a first run needs no setup; on any other bind a
-    key is required and every call is refused.
+    Keys come from the config (fixed) and from the control-plane database (swapped in whole
+    by ``set_db_keys`` whenever the key cache reloads, so a lookup never touches the DB).
+    With no keys at all, ``open_access`` decides: on a loopback bind the proxy runs open
+    (every call is team ``default``) so a first run needs no setup; on any other bind a key
+    is required and every call is refused.
     """
 
     def __init__(self, keys: Iterable[KeyConfig], *, open_access: bool) -> None:
@@ -59,15 +73,30 @@ class KeyRing:
             k.key_hash: Identity(team=k.team, key_id=k.key_id, project=k.project, tags=k.tags)
             for k in keys
         }
-        self.open_access = open_access and not self._by_hash
+        self._db: Mapping[str, Identity] = {}
+        self._managed = False
+        self._open = open_access
+
+    @property
+    def open_access(self) -> bool:
+        return self._open and not self._by_hash and not self._db and not self._managed
+
+    def set_db_keys(self, by_hash: Mapping[str, Identity], *, managed: bool = False) -> None:
+        """Replace the database keys (hash -> identity) in one step.
+
+        ``managed``: the database has (or had) keys, so open access stays off even when none
+        is valid now; revoking the last key must not open the proxy to everyone.
+        """
+        self._db = by_hash
+        self._managed = managed or bool(by_hash)
 
     def __len__(self) -> int:
-        return len(self._by_hash)
+        return len(self._by_hash) + len(self._db)
 
     def identify(self, presented: str | None) -> Identity:
         if self.open_access:
             return ANONYMOUS
-        if not self._by_hash:
+        if not self._by_hash and not self._db and not self._managed:
             raise Unauthorized(
                 "No virtual keys are configured and spendgate is not bound to loopback, so "
                 "every call is refused. Add keys to the config (keys: [...])."
@@ -77,7 +106,10 @@ class KeyRing:
                 "Missing API key. Pass your spendgate virtual key as the API key "
                 "(Authorization: Bearer <key>)."
             )
-        identity = self._by_hash.get(hash_key(presented))
+        digest = hash_key(presented)
+        identity = self._by_hash.get(digest) or self._db.get(digest)
         if identity is None:
             raise Unauthorized("Incorrect API key provided. Use a spendgate virtual key.")
+        if identity.expires_at is not None and time.time() >= identity.expires_at:
+            raise Unauthorized("This API key has expired.", code="expired_api_key")
         return identity

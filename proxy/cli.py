@@ -50,7 +50,7 @@ def _serve(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         proxy_headers=False,
         server_header=False,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=config.server.shutdown.grace_seconds,
     )
     print(
         f"spendgate {__version__} on http://{config.server.host}:{config.server.port} "
@@ -99,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     from proxy import cli_prices
 
     cli_prices.add_parser(sub)
+    from proxy import cli_reports
+
+    cli_reports.add_parser(sub)
+    from proxy import cli_admin
+
+    cli_admin.add_parsers(sub)
     return parser
 
 

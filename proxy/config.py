@@ -27,11 +27,13 @@ from budgets import BudgetConfigError, Policy, RateLimitPolicy, parse_policies, 
 from proxy.errors import ConfigError
 
 __all__ = [
+    "AdminConfig",
     "Config",
     "KeyConfig",
     "PricingConfig",
     "ProviderConfig",
     "ServerConfig",
+    "ShutdownConfig",
     "StorageConfig",
     "hash_key",
     "load_config",
@@ -42,12 +44,35 @@ DEFAULT_CONFIG_FILE = "spendgate.yaml"
 
 
 @dataclass(frozen=True, slots=True)
+class ShutdownConfig:
+    """What SIGTERM does, in order (see proxy/lifecycle.py and the README's Deploy section).
+
+    ``drain_seconds``: ``/readyz`` answers 503 at once and the process keeps serving this long,
+    so load balancers stop sending before it stops accepting; new calls meanwhile are served
+    or refused (503) per ``new_requests``. ``grace_seconds``: it stops accepting, and calls and
+    streams in flight may finish this long before they are cut (and recorded as cut).
+    ``flush_seconds``: the ledger writer may write its queue this long; what is left goes to
+    ``storage.spill_path``. A Kubernetes terminationGracePeriodSeconds must cover the sum.
+    """
+
+    drain_seconds: float = 0.0
+    grace_seconds: float = 30.0
+    flush_seconds: float = 10.0
+    new_requests: str = "serve"  # or "refuse"
+
+    @property
+    def total_seconds(self) -> float:
+        return self.drain_seconds + self.grace_seconds + self.flush_seconds
+
+
+@dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8787
     workers: int = 1
     max_body_bytes: int = 20 * 1024 * 1024
     upstream_client: str = "aiohttp"  # or "httpx", "httpx-aiohttp" (see docs/performance.md)
+    shutdown: ShutdownConfig = ShutdownConfig()
 
     @property
     def is_loopback(self) -> bool:
@@ -117,6 +142,29 @@ class BudgetSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The admin API's credentials: a global key, and per-team keys that see one team.
+
+    ``key`` falls back to ``$SPENDGATE_ADMIN_KEY``; with neither, the admin API refuses
+    every call (401). ``key_refresh_s`` bounds how long a replica may serve a revoked key
+    when no change notice reaches it (see proxy/controlplane/cache.py).
+    """
+
+    key: str | None = field(default=None, repr=False)
+    team_keys: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # (team, key)
+    key_refresh_s: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class TelemetryConfig:
+    """Prometheus at ``/metrics`` and the JSON access log; OTLP export is configured by the
+    standard ``OTEL_*`` environment variables."""
+
+    prometheus: bool = True
+    access_log: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     server: ServerConfig = ServerConfig()
     storage: StorageConfig = StorageConfig()
@@ -128,6 +176,8 @@ class Config:
     rate_limits: tuple[RateLimitPolicy, ...] = ()
     budget_settings: BudgetSettings = BudgetSettings()
     store_content: bool = False
+    admin: AdminConfig = AdminConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     source: str | None = None
 
     def with_server(self, **changes: Any) -> Config:
@@ -252,8 +302,25 @@ def _url(value: str | None, key: str, schemes: tuple[str, ...]) -> str:
     return value
 
 
+def _shutdown(raw: Any) -> ShutdownConfig:
+    s = _Section(
+        raw, "server.shutdown", ("drain_seconds", "grace_seconds", "flush_seconds", "new_requests")
+    )
+    d = ShutdownConfig()
+    return ShutdownConfig(
+        drain_seconds=s.number("drain_seconds", d.drain_seconds),
+        grace_seconds=s.number("grace_seconds", d.grace_seconds),
+        flush_seconds=s.number("flush_seconds", d.flush_seconds),
+        new_requests=s.choice("new_requests", d.new_requests, ("serve", "refuse")),
+    )
+
+
 def _server(raw: Any) -> ServerConfig:
-    s = _Section(raw, "server", ("host", "port", "workers", "max_body_bytes", "upstream_client"))
+    s = _Section(
+        raw,
+        "server",
+        ("host", "port", "workers", "max_body_bytes", "upstream_client", "shutdown"),
+    )
     d = ServerConfig()
     return ServerConfig(
         host=s.text("host", d.host) or d.host,
@@ -263,6 +330,7 @@ def _server(raw: Any) -> ServerConfig:
         upstream_client=s.choice(
             "upstream_client", d.upstream_client, ("aiohttp", "httpx", "httpx-aiohttp")
         ),
+        shutdown=_shutdown(s.raw.get("shutdown")),
     )
 
 
@@ -403,6 +471,26 @@ def _keys(raw: Any) -> tuple[KeyConfig, ...]:
     return tuple(out)
 
 
+def _admin(raw: Any, env: Mapping[str, str]) -> AdminConfig:
+    s = _Section(raw, "admin", ("key", "team_keys", "key_refresh_s"))
+    key = s.text("key", None) or env.get("SPENDGATE_ADMIN_KEY") or None
+    team_keys = tuple((t, k) for t, k in s.str_map("team_keys") if k)  # "" means unset
+    for where, value in [
+        (s.key("key"), key),
+        *((s.key(f"team_keys.{t}"), k) for t, k in team_keys),
+    ]:
+        if value is not None and len(value) < 16:
+            raise ConfigError(f"{where}: must be at least 16 characters")
+    secrets = [k for _, k in team_keys] + ([key] if key else [])
+    if len(set(secrets)) != len(secrets):
+        raise ConfigError(f"{s.key('team_keys')}: every admin key must be different")
+    return AdminConfig(
+        key=key,
+        team_keys=team_keys,
+        key_refresh_s=s.number("key_refresh_s", AdminConfig().key_refresh_s, minimum=0.05),
+    )
+
+
 def _pricing(raw: Any) -> PricingConfig:
     s = _Section(raw, "pricing", ("catalog", "overrides", "unknown_model"))
     catalog = s.text("overrides", None) or s.text("catalog", "builtin") or "builtin"
@@ -487,6 +575,7 @@ def parse_config(
     if not isinstance(teams, dict):
         raise ConfigError("teams: must be a mapping of team name to settings")
     logging_ = _Section(data.get("logging"), "logging", ("store_content",))
+    tel = _Section(data.get("telemetry"), "telemetry", ("prometheus", "access_log"))
     return Config(
         server=_server(data.get("server")),
         storage=_storage(data.get("storage")),
@@ -498,6 +587,10 @@ def parse_config(
         rate_limits=_policies(data.get("rate_limits"), "rate_limits", parse_rate_limits),
         budget_settings=_budget_settings(data.get("budget_settings")),
         store_content=logging_.flag("store_content", False),
+        telemetry=TelemetryConfig(
+            prometheus=tel.flag("prometheus", True), access_log=tel.flag("access_log", True)
+        ),
+        admin=_admin(data.get("admin"), env),
         source=source,
     )
 

@@ -5,7 +5,8 @@
     ├── TokenizerDataError          a shipped BPE file is missing or fails its sha256 (proxy._bpe)
     └── ProxyError                  ends one request with an error response
         ├── InvalidRequest          400: malformed JSON, missing model, unknown model (reject mode)
-        ├── Unauthorized            401: missing or unknown virtual key
+        ├── Unauthorized            401: missing, unknown or expired virtual key
+        ├── ModelNotAllowed         403: the model is outside the key's allow-list
         ├── PayloadTooLarge         413: body over server.max_body_bytes
         ├── NotFound                404: no such route or provider
         ├── BudgetBlocked           429: a hard budget is exhausted (no retry)
@@ -25,6 +26,7 @@ __all__ = [
     "BudgetBlocked",
     "ConfigError",
     "InvalidRequest",
+    "ModelNotAllowed",
     "NotFound",
     "PayloadTooLarge",
     "ProxyError",
@@ -81,6 +83,13 @@ class Unauthorized(ProxyError):
     error_type = "invalid_request_error"
     code = "invalid_api_key"
     outcome = "unauthorized"
+
+
+class ModelNotAllowed(ProxyError):
+    status = 403
+    error_type = "permission_error"
+    code = "model_not_allowed"
+    outcome = "invalid_request"
 
 
 class NotFound(ProxyError):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from budgets import Reservation
 from pricing import PricedCall
 from pricing.usage import Usage
-from proxy.auth import extract_key
+from proxy.auth import check_model, extract_key
 from proxy.errors import (
     InvalidRequest,
     NotFound,
@@ -30,13 +30,14 @@ from proxy.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from proxy.headers import request_headers, response_headers
+from proxy.headers import request_headers, response_headers, take_query_key
 from proxy.metering import CallRecord
 from proxy.providers.base import Adapter, CallInfo, Route, StreamMeter
 from proxy.providers.mock import priced_model
 
 if TYPE_CHECKING:
     from proxy.app import Runtime
+    from proxy.config import ProviderConfig
     from proxy.upstream import UpstreamResponse
 
 __all__ = ["DataPlane", "new_request_id"]
@@ -92,6 +93,15 @@ async def send_error(send: Any, err: ProxyError, request_id: str, adapter: Adapt
     await send({"type": "http.response.body", "body": body})
 
 
+def pick_provider(rt: Runtime, route: Route, model: str | None) -> ProviderConfig | None:
+    """The provider for ``model``. A route in one provider's own format (``route.kinds``)
+    only goes to providers of that kind or the mock, else to the first such one configured."""
+    found = rt.router.route(model) if model else None
+    if not route.kinds or (found is not None and found.kind in (*route.kinds, "mock")):
+        return found
+    return next((p for p in rt.config.providers if p.kind in route.kinds), None)
+
+
 def _parse_tags(value: bytes | None) -> dict[str, str]:
     tags: dict[str, str] = {}
     if value:
@@ -114,8 +124,9 @@ class DataPlane:
         rt: Runtime = scope["state"]["runtime"]
         request_id = new_request_id()
         headers = dict(scope["headers"])
+        query_key = take_query_key(scope)  # Gemini's ?key=: never forwarded nor logged
         try:
-            identity = rt.keys.identify(extract_key(headers))
+            identity = rt.keys.identify(extract_key(headers) or query_key)
             if not rt.ledger.accepting:
                 raise Unavailable("The ledger is behind; refusing new calls so none is lost.")
         except ProxyError as err:
@@ -129,6 +140,7 @@ class DataPlane:
             provider="",
             endpoint=self.endpoint,
             project=_text(headers.get(b"x-spendgate-project")) or identity.project,
+            operation=self.route.operation,
         )
         t0 = time.perf_counter()
         call: CallInfo | None = None
@@ -144,12 +156,14 @@ class DataPlane:
                 self.route, raw, scope.get("path_params") or {}
             )
             self._attribute(rec, call, headers)
-            provider = rt.router.route(call.model)
+            check_model(identity, call.model)
+            provider = pick_provider(rt, self.route, call.model)
             if provider is None:
                 raise NotFound(
                     f"No provider is configured for model '{call.model}'.", param="model"
                 )
             rec.provider = provider.name
+            rec.provider_kind = provider.kind
             rec.mock = provider.kind == "mock"
             rec.priced_model = priced_model(call.model) if rec.mock else call.model
             if (
@@ -168,21 +182,32 @@ class DataPlane:
                     f"(providers.{provider.name}.api_key)."
                 )
             reservation = await rt.reserve(rec, call, len(raw))
+            rec.budget_outcome = "admitted" if reservation is not None else "none"
             upstream = rt.upstream_for(provider)
-            url = provider.base_url + scope["path"]
+            url = provider.base_url + scope["path"].removeprefix(self.route.strip_prefix)
             if scope.get("query_string"):
                 url += "?" + scope["query_string"].decode("latin-1")
+            out_headers = request_headers(
+                scope["headers"], provider, self.adapter.auth_headers(provider)
+            )
+            if rt.telemetry is not None and rt.telemetry.tracing:
+                rt.telemetry.start(rec, headers, _server(url))
+                # the upstream becomes a child of our span, not a sibling of it
+                out_headers = [h for h in out_headers if h[0] not in ("traceparent", "tracestate")]
+                out_headers += rt.telemetry.traceparent(rec)
             rec.reached_provider = True
             if reservation is not None:
                 reservation.mark_sent()
+            sent = time.perf_counter()
             resp = await upstream.send(
                 "POST",
                 url,
-                request_headers(scope["headers"], provider, self.adapter.auth_headers(provider)),
+                out_headers,
                 upstream_body,
                 connect_timeout=provider.connect_timeout,
                 read_timeout=provider.read_timeout,
             )
+            rec.upstream_wait_s += time.perf_counter() - sent
         except ClientGone:
             rec.outcome, rec.status_code, rec.error_type = "client_cancelled", 499, "client_gone"
             await self._finish(rt, rec, call, None, t0, reservation)
@@ -191,10 +216,17 @@ class DataPlane:
             if isinstance(err, UpstreamError) and not isinstance(err, UpstreamTimeout):
                 rec.reached_provider = False  # could not connect: nothing reached the provider
             rec.outcome, rec.status_code = err.outcome, err.status
+            rec.budget_outcome = _BUDGET_OUTCOMES.get(err.outcome, rec.budget_outcome)
             rec.error_type = err.code or err.error_type
             await send_error(send, err, request_id, self.adapter)
             await self._finish(rt, rec, call, None, t0, reservation)
             return
+        except asyncio.CancelledError:
+            # Cut by the server (shutdown past its grace period) while waiting on the
+            # provider: the call may have reached it, so it is recorded before going on.
+            rec.outcome, rec.status_code, rec.error_type = "unavailable", 503, "server_shutdown"
+            await self._finish(rt, rec, call, None, t0, reservation)
+            raise
         except Exception:
             # A bug of ours must still answer in the provider's format and leave its row.
             log.exception("request %s failed inside the proxy", request_id)
@@ -240,8 +272,10 @@ class DataPlane:
         t0: float,
         reservation: Reservation | None,
     ) -> None:
+        waited = time.perf_counter()
         try:
             body = await resp.read()
+            rec.upstream_wait_s += time.perf_counter() - waited
         except UpstreamError as err:
             rec.outcome, rec.error_type = err.outcome, err.code or err.error_type
             rec.status_code = err.status
@@ -253,6 +287,8 @@ class DataPlane:
         rec.latency_ms = (time.perf_counter() - t0) * 1000
         if 200 <= resp.status < 300:
             rec.info = self.adapter.parse_response(body)
+            if rec.info.error:  # e.g. a Responses API answer with status "failed"
+                rec.outcome, rec.error_type = "upstream_error", rec.info.error
         else:
             rec.outcome, rec.error_type = "upstream_error", f"http_{resp.status}"
         usage = await rt.metering.complete_usage(rec, call, None)
@@ -260,10 +296,12 @@ class DataPlane:
         await _settle(reservation, usage, priced)
         extra = [(b"x-spendgate-request-id", rec.request_id.encode())]
         if priced is not None:
-            extra.append((b"x-spendgate-cost-usd", format(priced.cost, "f").encode()))
+            extra.append((b"x-spendgate-cost-usd", format(priced.cost.normalize(), "f").encode()))
         if reservation is not None and reservation.remaining_usd is not None:
-            remaining = format(reservation.remaining_usd, "f").encode()
+            remaining = format(reservation.remaining_usd.normalize(), "f").encode()
             extra.append((b"x-spendgate-budget-remaining-usd", remaining))
+        rec.overhead_s = max(time.perf_counter() - t0 - rec.upstream_wait_s, 0.0)
+        extra.append((b"x-spendgate-overhead-ms", f"{rec.overhead_s * 1000:.3f}".encode()))
         headers = response_headers(resp.headers, extra)
         headers.append((b"content-length", str(len(body)).encode()))
         try:
@@ -288,6 +326,7 @@ class DataPlane:
         task = asyncio.current_task()
         assert task is not None
         state = {"streaming": True, "disconnected": False}
+        cut_by_server = False
 
         async def watch_disconnect() -> None:
             while True:
@@ -304,7 +343,14 @@ class DataPlane:
         )
         try:
             await send({"type": "http.response.start", "status": resp.status, "headers": headers})
-            async for chunk in resp.chunks():
+            chunks = resp.chunks().__aiter__()
+            while True:
+                waited = time.perf_counter()
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                rec.upstream_wait_s += time.perf_counter() - waited
                 if rec.ttft_ms is None:
                     rec.ttft_ms = (time.perf_counter() - t0) * 1000
                 out = meter.feed(chunk)
@@ -314,9 +360,12 @@ class DataPlane:
             await send({"type": "http.response.body", "body": meter.finish(), "more_body": False})
         except asyncio.CancelledError:
             if not state["disconnected"]:
-                raise
-            task.uncancel()
-            rec.outcome, rec.error_type = "client_cancelled", "client_disconnected"
+                # Cut by the server (shutdown past its grace period): record, then go on.
+                rec.outcome, rec.error_type = "unavailable", "server_shutdown"
+                cut_by_server = True
+            else:
+                task.uncancel()
+                rec.outcome, rec.error_type = "client_cancelled", "client_disconnected"
         except OSError:
             rec.outcome, rec.error_type = "client_cancelled", "client_disconnected"
         except UpstreamError as err:
@@ -329,7 +378,11 @@ class DataPlane:
             watcher.cancel()
             await resp.aclose()
         rec.info = meter.info()
+        if rec.info.error and rec.outcome == "ok":  # an error event after the 200
+            rec.outcome, rec.error_type = "upstream_error", rec.info.error
         await self._finish(rt, rec, call, meter, t0, reservation)
+        if cut_by_server:
+            raise asyncio.CancelledError
 
     async def _finish(
         self,
@@ -342,6 +395,7 @@ class DataPlane:
     ) -> None:
         if rec.latency_ms is None:
             rec.latency_ms = (time.perf_counter() - t0) * 1000
+        rec.overhead_s = max(rec.latency_ms / 1000 - rec.upstream_wait_s, 0.0)
         usage = await rt.metering.complete_usage(rec, call, meter)
         priced = rt.metering.price(rec, usage)
         try:
@@ -357,6 +411,23 @@ async def _settle(
     if reservation is not None:
         cost = priced.cost if priced is not None else Decimal(0)
         await reservation.settle(cost=cost, tokens=usage.total_tokens if usage else 0)
+
+
+_BUDGET_OUTCOMES = {
+    "budget_blocked": "blocked",
+    "rate_limited": "rate_limited",
+    "unavailable": "unavailable",
+}
+
+
+def _server(url: str) -> tuple[str, int] | None:
+    """``server.address`` / ``server.port`` of the upstream, for the span."""
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0]
+    name, _, port = host.rpartition(":") if ":" in host else (host, "", "")
+    if not name:
+        return None
+    return name, int(port) if port.isdigit() else (443 if scheme == "https" else 80)
 
 
 def _text(value: bytes | None) -> str | None:

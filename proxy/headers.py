@@ -9,10 +9,12 @@ ours to set.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from proxy.config import ProviderConfig
 
-__all__ = ["request_headers", "response_headers"]
+__all__ = ["request_headers", "response_headers", "take_query_key"]
 
 HOP_BY_HOP = frozenset(
     {
@@ -82,3 +84,26 @@ def response_headers(
     out = [(k, v) for k, v in upstream_headers if k not in drop]
     out.extend(extra)
     return out
+
+
+def take_query_key(scope: dict[str, Any]) -> str | None:
+    """Remove a ``key=`` query parameter (Gemini's way to pass the API key) from the request
+    and return it.
+
+    The scope's query string is rewritten in place, so the client's key is neither forwarded
+    upstream (the provider's goes in a header) nor seen by anything that logs the URL
+    afterwards (uvicorn's access log reads the same scope).
+    """
+    query: bytes = scope.get("query_string") or b""
+    if b"key=" not in query:
+        return None
+    found: str | None = None
+    kept = []
+    for part in query.split(b"&"):
+        name, _, value = part.partition(b"=")
+        if name == b"key":
+            found = unquote_to_bytes(value.replace(b"+", b" ")).decode("latin-1") or found
+        elif part:
+            kept.append(part)
+    scope["query_string"] = b"&".join(kept)
+    return found

@@ -21,6 +21,7 @@ from proxy.auth import Identity
 from proxy.ledger import LedgerWriter
 from proxy.providers.base import CallInfo, ResponseInfo, StreamMeter
 from proxy.providers.mock import priced_model
+from proxy.telemetry import Telemetry
 from proxy.tokens import Tokenizer
 
 __all__ = ["CallRecord", "Metering"]
@@ -55,6 +56,12 @@ class CallRecord:
     upstream_request_id: str | None = None
     trace_id: str | None = None
     span_id: str | None = None
+    operation: str = ""  # OTel gen_ai.operation.name
+    provider_kind: str = ""
+    budget_outcome: str = "none"  # none | admitted | blocked | rate_limited | unavailable
+    overhead_s: float | None = None  # time in the proxy, excluding waiting on the upstream
+    upstream_wait_s: float = 0.0  # time spent awaiting the upstream's headers and chunks
+    span: Any = None  # the call's OpenTelemetry span while it is open
 
 
 _COLUMNS = {
@@ -81,10 +88,17 @@ def _breakdown_columns(priced: PricedCall | None) -> dict[str, Any]:
 
 
 class Metering:
-    def __init__(self, catalog: Catalog, tokenizer: Tokenizer, ledger: LedgerWriter) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        tokenizer: Tokenizer,
+        ledger: LedgerWriter,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self.catalog = catalog
         self.tokenizer = tokenizer
         self.ledger = ledger
+        self.telemetry = telemetry
 
     def price(self, rec: CallRecord, usage: Usage | None) -> PricedCall | None:
         """Price by the model that answered (a dated snapshot can differ in price from its
@@ -138,6 +152,11 @@ class Metering:
     def record(self, rec: CallRecord, usage: Usage | None, priced: PricedCall | None) -> None:
         """Hand the row to the ledger writer; never blocks, safe in any finally block."""
         ended = datetime.now(UTC)
+        if self.telemetry is not None:
+            try:
+                self.telemetry.finish(rec, usage, priced, rec.budget_outcome)
+            except Exception:  # telemetry must never cost a ledger row
+                log.exception("telemetry failed for %s", rec.request_id)
         unpriced = usage is not None and priced is None and rec.priced_model is not None
         list_cost: Decimal | None
         cost: Decimal | None
@@ -174,6 +193,9 @@ class Metering:
             input_tokens=u.input_tokens,
             cached_input_tokens=u.cached_input_tokens,
             cache_write_tokens=u.cache_write_tokens,
+            cache_write_1h_tokens=u.cache_write_1h_tokens,
+            audio_input_tokens=u.audio_input_tokens,
+            audio_output_tokens=u.audio_output_tokens,
             output_tokens=u.output_tokens,
             reasoning_tokens=u.reasoning_tokens,
             usage_source=rec.usage_source,

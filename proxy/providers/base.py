@@ -41,6 +41,7 @@ class ResponseInfo:
     response_id: str | None = None
     finish_reasons: tuple[str, ...] = ()
     service_tier: str | None = None
+    error: str | None = None  # an error the provider reported inside a 200 stream
 
 
 class StreamMeter(Protocol):
@@ -70,6 +71,13 @@ class Route:
     path: str
     endpoint: str  # ledger ``endpoint``: "chat.completions", "messages", ...
     operation: str  # OTel gen_ai.operation.name
+    # Our path prefix that is not part of the provider's own path ("/anthropic").
+    strip_prefix: str = ""
+    # Provider kinds that speak this format; () routes by model name alone (OpenAI-compatible).
+    kinds: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ("POST",)
+    # False: passed through and recorded at zero cost (count_tokens, GET /v1/responses/{id}).
+    billed: bool = True
 
 
 class Adapter(Protocol):

@@ -33,7 +33,13 @@ def free_port() -> int:
 class ProxyServer:
     """``with ProxyServer(raw_config) as proxy: proxy.base_url``."""
 
-    def __init__(self, raw: Mapping[str, Any], *, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        raw: Mapping[str, Any],
+        *,
+        env: Mapping[str, str] | None = None,
+        telemetry: Any = None,
+    ) -> None:
         raw = dict(raw)
         server = dict(raw.get("server") or {})
         server.setdefault("host", "127.0.0.1")
@@ -47,7 +53,7 @@ class ProxyServer:
         self.base_url = f"http://127.0.0.1:{self.config.server.port}"
         self._server = uvicorn.Server(
             uvicorn.Config(
-                create_app(self.config),
+                create_app(self.config, telemetry=telemetry),
                 host="127.0.0.1",
                 port=self.config.server.port,
                 log_level="warning",
