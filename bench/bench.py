@@ -326,6 +326,77 @@ providers:
         )
 
 
+class SpendgateVariant(Spendgate):
+    """spendgate on aiohttp with extra config: what budgets and telemetry cost per call.
+
+    ``redis`` points the budget store at BENCH_REDIS_URL (default the machine's
+    redis://127.0.0.1:6379/15); ``{otlp}`` in env values is the driver's OTLP sink.
+    """
+
+    def __init__(
+        self, name: str, extra: str, env_vars: dict[str, str] | None = None, redis: bool = False
+    ) -> None:
+        super().__init__("aiohttp")
+        self.name = name
+        self.extra = extra
+        self.env_vars = env_vars or {}
+        self.redis = redis
+
+    def config(self, env: Bench, workdir: Path) -> str:
+        text = super().config(env, workdir) + self.extra
+        if self.redis:
+            url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
+            line = f"  database_url: sqlite:///{workdir}/ledger.db\n"
+            text = text.replace(line, line + f"  redis_url: {url}\n")
+        return text
+
+    def start(self, env: Bench, workdir: Path) -> Running:
+        if self.env_vars:
+            sink = otlp_sink()
+            for k, v in self.env_vars.items():
+                os.environ[k] = v.format(otlp=f"http://127.0.0.1:{sink}")
+        try:
+            return super().start(env, workdir)
+        finally:
+            for k in self.env_vars:
+                os.environ.pop(k, None)
+
+
+_SINK: list[int] = []
+
+
+def otlp_sink() -> int:
+    """A local OTLP/HTTP receiver that accepts and discards, started once per bench run."""
+    if not _SINK:
+        import http.server
+        import threading
+
+        class Sink(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                self.send_response(200)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        _SINK.append(server.server_address[1])
+    return _SINK[0]
+
+
+_QUIET = """telemetry: {prometheus: false, access_log: false}
+"""
+_BUDGETS = """budgets:
+  - {scope: team, match: default, period: month, limit_usd: 1000000, mode: hard}
+  - {scope: global, period: day, limit_tokens: 100000000000, mode: soft}
+rate_limits:
+  - {scope: team, match: default, rpm: 100000000, tpm: 100000000000}
+"""
+
+
 class NginxProxy(Target):
     """nginx as a pure reverse proxy to the same upstream: the floor for any proxy."""
 
@@ -377,6 +448,15 @@ TARGETS: dict[str, Target] = {
         Spendgate("aiohttp"),
         Spendgate("httpx"),
         Spendgate("httpx-aiohttp"),
+        # what each feature costs, against spendgate-quiet (no telemetry, no budgets):
+        SpendgateVariant("spendgate-quiet", _QUIET),
+        SpendgateVariant("spendgate-budgets-memory", _QUIET + _BUDGETS),
+        SpendgateVariant("spendgate-budgets-redis", _QUIET + _BUDGETS, redis=True),
+        SpendgateVariant(
+            "spendgate-telemetry-otlp",
+            "",
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "{otlp}", "OTEL_METRIC_EXPORT_INTERVAL": "5000"},
+        ),
     )
 }
 DEFAULT_TARGETS = "direct,spendgate-aiohttp,spendgate-httpx,spendgate-httpx-aiohttp"
