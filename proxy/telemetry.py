@@ -190,6 +190,11 @@ class Telemetry:
             self._requests = meter.create_counter(
                 "spendgate.requests", unit="{request}", description="Calls by outcome"
             )
+            self._unpriced = meter.create_counter(
+                "spendgate.unpriced",
+                unit="{request}",
+                description="Calls with usage but no price in the catalog (cost recorded as NULL)",
+            )
 
         self._listener: QueueListener | None = None
         self._access: logging.Logger | None = None
@@ -359,6 +364,8 @@ class Telemetry:
         if priced is not None and priced.cost:
             self._cost.add(float(priced.cost), team)
         self._requests.add(1, {**team, "spendgate.outcome": rec.outcome})
+        if priced is None and usage is not None and rec.reached_provider and rec.priced_model:
+            self._unpriced.add(1, team)
 
     @staticmethod
     def _access_line(rec: CallRecord, usage: Usage | None, priced: PricedCall | None) -> str:

@@ -219,10 +219,16 @@ def test_prometheus_text_parses_and_cardinality_is_bounded():
                 overhead_s=0.0002,
             )
             telemetry.finish(rec, Usage(input_tokens=10, output_tokens=5), None, "none")
+        rec.priced_model = "my-finetune"  # usage, no price: counted as unpriced
+        telemetry.finish(rec, Usage(input_tokens=10, output_tokens=5), None, "none")
         body, content_type = telemetry.metrics_text()
         assert content_type.startswith("text/plain")
         families = {f.name: f for f in text_string_to_metric_families(body.decode())}
         assert "gen_ai_client_token_usage" in families and "spendgate_requests" in families
+        (unpriced,) = [
+            s for s in families["spendgate_unpriced"].samples if s.name.endswith("_total")
+        ]
+        assert unpriced.value == 1
         series = sum(len(f.samples) for f in families.values())
         assert series < 300, series  # 10,000 end users and sessions did not become labels
         assert "user-" not in body.decode() and "session" not in body.decode()
