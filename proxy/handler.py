@@ -365,9 +365,11 @@ class DataPlane:
                 cut_by_server = True
             else:
                 task.uncancel()
-                rec.outcome, rec.error_type = "client_cancelled", "client_disconnected"
+                if not _stream_finished(meter):
+                    rec.outcome, rec.error_type = "client_cancelled", "client_disconnected"
         except OSError:
-            rec.outcome, rec.error_type = "client_cancelled", "client_disconnected"
+            if not _stream_finished(meter):
+                rec.outcome, rec.error_type = "client_cancelled", "client_disconnected"
         except UpstreamError as err:
             # The provider broke off mid-stream. The client gets the same: the connection is
             # closed without the end of the body, so its SDK raises as it would talking direct.
@@ -411,6 +413,15 @@ async def _settle(
     if reservation is not None:
         cost = priced.cost if priced is not None else Decimal(0)
         await reservation.settle(cost=cost, tokens=usage.total_tokens if usage else 0)
+
+
+def _stream_finished(meter: StreamMeter) -> bool:
+    """Whether the stream had ended when the client left: an SDK closes the connection as
+    soon as it reads the terminating event, which is a complete call, not a cancelled one."""
+    finished = getattr(meter, "finished", None)
+    if finished is not None:
+        return bool(finished)
+    return meter.info().usage is not None
 
 
 _BUDGET_OUTCOMES = {

@@ -160,7 +160,7 @@ class OpenAIStreamMeter:
     the usage event, so a long stream costs next to nothing per chunk.
     """
 
-    __slots__ = ("_drop_usage", "_events", "_info", "_kept", "_split")
+    __slots__ = ("_drop_usage", "_events", "_info", "_kept", "_split", "finished")
 
     def __init__(self, call: CallInfo) -> None:
         self._drop_usage = not call.client_wants_usage
@@ -168,6 +168,7 @@ class OpenAIStreamMeter:
         self._events: list[bytes] = []
         self._kept = 0
         self._info = ResponseInfo()
+        self.finished = False  # the terminating [DONE] went by
 
     def feed(self, chunk: bytes) -> bytes:
         events = self._split.feed(chunk)
@@ -190,6 +191,8 @@ class OpenAIStreamMeter:
         if self._kept < _MAX_KEPT_STREAM_BYTES:
             self._events.append(ev)
             self._kept += len(ev)
+        if ev.startswith(b"data: [DONE]"):
+            self.finished = True
         if self._info.model is None and b'"model"' in ev:
             obj = self._json(ev)
             if obj is not None:

@@ -118,6 +118,7 @@ def test_stream_meter(client_wants_usage: bool):
     assert info.usage == Usage(input_tokens=5, output_tokens=1)
     assert (info.model, info.response_id, info.finish_reasons) == ("gpt-4o-mini", "c1", ("stop",))
     assert meter.streamed_text() == "Hi"
+    assert meter.finished  # [DONE] went by: a client leaving now has the whole answer
 
 
 def test_stream_without_usage_keeps_text_for_counting():
@@ -128,3 +129,4 @@ def test_stream_without_usage_keeps_text_for_counting():
     assert meter.finish() == b'data: {"choices": [{"delta": {"content": " th'  # forwarded as-is
     assert meter.info().usage is None
     assert meter.streamed_text() == "Hi"
+    assert not meter.finished
