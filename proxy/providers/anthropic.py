@@ -23,9 +23,9 @@ import orjson
 from pricing.usage import Usage
 from proxy.config import ProviderConfig
 from proxy.errors import InvalidRequest, ProxyError
-from proxy.providers.base import CallInfo, ResponseInfo, Route
+from proxy.providers.base import CallInfo, EventMeter, ResponseInfo, Route
 from proxy.providers.body import int_or_none, json_object, parse_object, str_or_none, texts
-from proxy.sse import EventSplitter, event_data
+from proxy.sse import event_data
 
 __all__ = ["AnthropicAdapter", "AnthropicStreamMeter", "error_body", "usage_from"]
 
@@ -123,29 +123,15 @@ def parse_response(body: bytes) -> ResponseInfo:
     )
 
 
-class AnthropicStreamMeter:
+class AnthropicStreamMeter(EventMeter):
     """Forwards the stream untouched and follows its events for usage, model and errors."""
 
-    __slots__ = ("_final", "_info", "_kept", "_split", "_text", "_usage")
+    __slots__ = ("_final", "_usage")
 
     def __init__(self) -> None:
-        self._split = EventSplitter()
-        self._info = ResponseInfo()
+        super().__init__()
         self._usage: dict[str, Any] = {}
         self._final = False  # a message_delta arrived: its counts are the call's
-        self._text: list[str] = []
-        self._kept = 0
-
-    def feed(self, chunk: bytes) -> bytes:
-        for ev in self._split.feed(chunk):
-            self._see(ev)
-        return chunk
-
-    def finish(self) -> bytes:
-        tail = self._split.pending
-        if tail.strip():
-            self._see(tail)
-        return b""
 
     def _see(self, ev: bytes) -> None:
         obj = json_object(event_data(ev))

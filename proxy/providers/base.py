@@ -14,8 +14,9 @@ if TYPE_CHECKING:
     from proxy.errors import ProxyError
 
 from pricing.usage import Usage
+from proxy.sse import EventSplitter
 
-__all__ = ["Adapter", "CallInfo", "ResponseInfo", "Route", "StreamMeter"]
+__all__ = ["Adapter", "CallInfo", "EventMeter", "ResponseInfo", "Route", "StreamMeter"]
 
 
 @dataclass(slots=True)
@@ -109,3 +110,33 @@ class Adapter(Protocol):
     def error_body(self, err: ProxyError) -> bytes:
         """``err`` in this provider's error JSON."""
         ...
+
+
+class EventMeter:
+    """Base of the meters that forward every chunk untouched and read whole SSE events.
+
+    Subclasses implement ``_see(event)``; ``_text`` and ``_kept`` hold what streamed, for
+    counting when the provider never reports usage.
+    """
+
+    __slots__ = ("_info", "_kept", "_split", "_text")
+
+    def __init__(self) -> None:
+        self._split = EventSplitter()
+        self._info = ResponseInfo()
+        self._text: list[str] = []
+        self._kept = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        for ev in self._split.feed(chunk):
+            self._see(ev)
+        return chunk
+
+    def finish(self) -> bytes:
+        tail = self._split.pending
+        if tail.strip():
+            self._see(tail)
+        return b""
+
+    def _see(self, ev: bytes) -> None:
+        raise NotImplementedError

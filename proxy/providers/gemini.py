@@ -23,9 +23,9 @@ import orjson
 from pricing.usage import Usage
 from proxy.config import ProviderConfig
 from proxy.errors import InvalidRequest, ProxyError
-from proxy.providers.base import CallInfo, ResponseInfo, Route
+from proxy.providers.base import CallInfo, EventMeter, ResponseInfo, Route
 from proxy.providers.body import int_or_none, json_object, parse_object, str_or_none, texts
-from proxy.sse import EventSplitter, event_data
+from proxy.sse import event_data
 
 __all__ = ["GeminiAdapter", "GeminiStreamMeter", "error_body", "usage_from"]
 
@@ -162,32 +162,22 @@ def parse_response(body: bytes) -> ResponseInfo:
     return _info(obj) if isinstance(obj, dict) else ResponseInfo()
 
 
-class GeminiStreamMeter:
+class GeminiStreamMeter(EventMeter):
     """Forwards the SSE stream untouched; the last ``usageMetadata`` seen is the call's.
 
     The metadata counts only once the stream is over (or a chunk with a ``finishReason``
     carried it): a stream cut off after a partial, prompt-only metadata has no final count.
     """
 
-    __slots__ = ("_final", "_info", "_kept", "_meta", "_split", "_text")
+    __slots__ = ("_final", "_meta")
 
     def __init__(self) -> None:
-        self._split = EventSplitter()
-        self._info = ResponseInfo()
+        super().__init__()
         self._meta: dict[str, Any] | None = None
         self._final = False
-        self._text: list[str] = []
-        self._kept = 0
-
-    def feed(self, chunk: bytes) -> bytes:
-        for ev in self._split.feed(chunk):
-            self._see(ev)
-        return chunk
 
     def finish(self) -> bytes:
-        tail = self._split.pending
-        if tail.strip():
-            self._see(tail)
+        super().finish()
         self._final = self._meta is not None
         return b""
 

@@ -15,9 +15,9 @@ from typing import Any
 from proxy.config import ProviderConfig
 from proxy.errors import InvalidRequest, ProxyError
 from proxy.providers import openai
-from proxy.providers.base import CallInfo, ResponseInfo, Route
+from proxy.providers.base import CallInfo, EventMeter, ResponseInfo, Route
 from proxy.providers.body import int_or_none, json_object, parse_object, str_or_none
-from proxy.sse import EventSplitter, event_data
+from proxy.sse import event_data
 
 __all__ = ["ResponsesAdapter", "ResponsesStreamMeter", "parse_response"]
 
@@ -75,27 +75,10 @@ def parse_response(body: bytes) -> ResponseInfo:
     return _info(obj) if obj is not None else ResponseInfo()
 
 
-class ResponsesStreamMeter:
+class ResponsesStreamMeter(EventMeter):
     """Forwards the stream untouched; usage and identity come from the terminal event."""
 
-    __slots__ = ("_info", "_kept", "_split", "_text")
-
-    def __init__(self) -> None:
-        self._split = EventSplitter()
-        self._info = ResponseInfo()
-        self._text: list[str] = []
-        self._kept = 0
-
-    def feed(self, chunk: bytes) -> bytes:
-        for ev in self._split.feed(chunk):
-            self._see(ev)
-        return chunk
-
-    def finish(self) -> bytes:
-        tail = self._split.pending
-        if tail.strip():
-            self._see(tail)
-        return b""
+    __slots__ = ()
 
     def _see(self, ev: bytes) -> None:
         obj = json_object(event_data(ev))
