@@ -37,6 +37,11 @@ __all__ = [
     "UpstreamConnectError",
     "UpstreamError",
     "UpstreamTimeout",
+    "connect_failed",
+    "connect_timed_out",
+    "ended_early",
+    "failed",
+    "read_timed_out",
 ]
 
 
@@ -143,3 +148,24 @@ class UpstreamTimeout(UpstreamError):
     status = 504
     code = "upstream_timeout"
     outcome = "timeout"
+
+
+# The wording of upstream failures, shared by every transport's translation.
+def connect_failed(host: str) -> UpstreamConnectError:
+    return UpstreamConnectError(f"Could not connect to the upstream provider ({host}).")
+
+
+def connect_timed_out(host: str) -> UpstreamTimeout:
+    return UpstreamTimeout(f"Timed out connecting to the upstream provider ({host}).")
+
+
+def read_timed_out(host: str) -> UpstreamTimeout:
+    return UpstreamTimeout(f"The upstream provider ({host}) did not answer in time.")
+
+
+def ended_early(host: str) -> UpstreamError:
+    return UpstreamError(f"The upstream provider ({host}) ended the response early.")
+
+
+def failed(host: str, exc: BaseException) -> UpstreamError:
+    return UpstreamError(f"Upstream request to {host} failed: {type(exc).__name__}.")

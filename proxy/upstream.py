@@ -15,7 +15,8 @@ from typing import Protocol
 
 import aiohttp
 
-from proxy.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
+from proxy import errors
+from proxy.errors import UpstreamConnectError, UpstreamError
 
 __all__ = ["AiohttpUpstream", "Upstream", "UpstreamResponse"]
 
@@ -52,19 +53,19 @@ class Upstream(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _translate(exc: BaseException, url_host: str) -> UpstreamError:
+def _translate(exc: BaseException, host: str) -> UpstreamError:
     # Most specific first: aiohttp's timeout errors subclass its connection errors.
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return UpstreamTimeout(f"Timed out connecting to the upstream provider ({url_host}).")
+        return errors.connect_timed_out(host)
     if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError | TimeoutError):
-        return UpstreamTimeout(f"The upstream provider ({url_host}) did not answer in time.")
+        return errors.read_timed_out(host)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return UpstreamConnectError(f"Could not connect to the upstream provider ({url_host}).")
+        return errors.connect_failed(host)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return UpstreamConnectError(f"The upstream provider ({url_host}) closed the connection.")
+        return UpstreamConnectError(f"The upstream provider ({host}) closed the connection.")
     if isinstance(exc, aiohttp.ClientPayloadError):
-        return UpstreamError(f"The upstream provider ({url_host}) ended the response early.")
-    return UpstreamError(f"Upstream request to {url_host} failed: {type(exc).__name__}.")
+        return errors.ended_early(host)
+    return errors.failed(host, exc)
 
 
 class _AiohttpResponse:

@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Iterable
 import aiohttp
 import httpx
 
-from proxy.errors import UpstreamConnectError, UpstreamError, UpstreamTimeout
+from proxy import errors
+from proxy.errors import UpstreamError
 
 __all__ = ["HttpxUpstream"]
 
@@ -23,16 +24,16 @@ def _translate(exc: httpx.HTTPError, host: str) -> UpstreamError:
         cause, aiohttp.ConnectionTimeoutError
     ):
         # httpx-aiohttp maps a refused connection to ConnectTimeout; it is not a timeout.
-        return UpstreamConnectError(f"Could not connect to the upstream provider ({host}).")
+        return errors.connect_failed(host)
     if isinstance(exc, httpx.ConnectTimeout):
-        return UpstreamTimeout(f"Timed out connecting to the upstream provider ({host}).")
+        return errors.connect_timed_out(host)
     if isinstance(exc, httpx.TimeoutException):
-        return UpstreamTimeout(f"The upstream provider ({host}) did not answer in time.")
+        return errors.read_timed_out(host)
     if isinstance(exc, httpx.ConnectError):
-        return UpstreamConnectError(f"Could not connect to the upstream provider ({host}).")
+        return errors.connect_failed(host)
     if isinstance(exc, httpx.RemoteProtocolError):
-        return UpstreamError(f"The upstream provider ({host}) ended the response early.")
-    return UpstreamError(f"Upstream request to {host} failed: {type(exc).__name__}.")
+        return errors.ended_early(host)
+    return errors.failed(host, exc)
 
 
 class _HttpxResponse:
