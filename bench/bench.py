@@ -410,7 +410,8 @@ class NginxProxy(Target):
     def start(self, env: Bench, workdir: Path) -> Running:
         conf = workdir / "nginx-proxy.conf"
         prelude = _nginx_prelude(workdir, "proxy")
-        conf.write_text(f"""{prelude}    upstream up {{ server 127.0.0.1:{env.upstream_port}; keepalive 256; }}
+        up = f"127.0.0.1:{env.upstream_port}"
+        conf.write_text(f"""{prelude}    upstream up {{ server {up}; keepalive 256; }}
     server {{
         listen 127.0.0.1:{env.target_port};
         location / {{
