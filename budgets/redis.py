@@ -25,8 +25,10 @@ Redis connection errors and timeouts become ``StoreUnavailable`` here, once.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any, cast
 
@@ -34,6 +36,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from budgets.errors import StoreUnavailable
@@ -58,6 +61,14 @@ def _load(name: str) -> str:
     return (files("budgets") / "lua" / f"{name}.lua").read_text(encoding="utf-8")
 
 
+@dataclass(slots=True)
+class _Pending:
+    name: str
+    keys: list[str]
+    args: list[Any]
+    future: asyncio.Future[Any]
+
+
 def _triple(row: Sequence[Any]) -> Amounts:
     return (int(row[0]), int(row[1]), int(row[2]))
 
@@ -78,6 +89,9 @@ class RedisStore:
         self._client = client
         self._prefix = f"{{{namespace}}}:"
         self._scripts = {name: client.register_script(_load(name)) for name in SCRIPTS}
+        self._queue: list[_Pending] = []
+        self._busy = False  # a round trip is in flight: new calls queue for the next one
+        self._flusher: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, url: str, *, namespace: str, socket_timeout: float) -> RedisStore:
@@ -113,8 +127,65 @@ class RedisStore:
         return keys
 
     async def _run(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        """Run one script; calls made while a round trip is in flight share the next one.
+
+        Auto-pipelining: under load, the reserves and settles of concurrent requests go to
+        Redis as one pipeline (one write, one read) instead of one round trip each, which
+        is most of the client's CPU per call. Alone, a call goes out at once, as before.
+        """
         async with _unavailable():
-            return await self._scripts[name](keys=keys, args=args)
+            if not self._busy:
+                self._busy = True
+                try:
+                    return await self._call(name, keys, args)
+                finally:
+                    self._release()
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            self._queue.append(_Pending(name, keys, args, future))
+            return await future
+
+    def _release(self) -> None:
+        """The round trip in flight is done: send what queued meanwhile, as one pipeline."""
+        if self._queue:
+            self._flusher = asyncio.create_task(self._flush())
+        else:
+            self._busy = False
+
+    async def _flush(self) -> None:
+        batch, self._queue = self._queue, []
+        try:
+            try:
+                if len(batch) == 1:
+                    one = batch[0]
+                    results: list[Any] = [await self._call(one.name, one.keys, one.args)]
+                else:
+                    results = await self._pipeline(batch)
+            except BaseException as exc:  # every waiter sees the failure
+                results = [exc] * len(batch)
+            for pending, result in zip(batch, results, strict=True):
+                if pending.future.done():
+                    continue  # its caller was cancelled
+                if isinstance(result, BaseException):
+                    pending.future.set_exception(result)
+                else:
+                    pending.future.set_result(result)
+        finally:
+            self._flusher = None
+            self._release()
+
+    async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        return await self._scripts[name](keys=keys, args=args)
+
+    async def _pipeline(self, batch: list[_Pending]) -> list[Any]:
+        """EVALSHA each in one pipeline; a script Redis lost (restart) is re-run alone."""
+        pipe = self._client.pipeline(transaction=False)
+        for p in batch:  # a Script's sha is computed locally when it is registered
+            pipe.evalsha(self._scripts[p.name].sha, len(p.keys), *p.keys, *p.args)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        for i, (p, result) in enumerate(zip(batch, results, strict=True)):
+            if isinstance(result, NoScriptError):
+                results[i] = await self._call(p.name, p.keys, p.args)  # reloads the script
+        return results
 
     async def reserve(self, op: ReserveOp) -> ReserveResult:
         """See ``BudgetStore.reserve`` (``reserve_v1.lua``)."""
@@ -183,5 +254,7 @@ class RedisStore:
         return [(_triple(row[:3]), _triple(row[3:])) for row in rows]
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (after the round trip in flight, if any)."""
+        if self._flusher is not None:
+            await asyncio.gather(self._flusher, return_exceptions=True)
         await self._client.aclose()
