@@ -26,6 +26,7 @@ __all__ = ["PROVIDER_PREFIXES", "Catalog"]
 PROVIDER_PREFIXES = ("openai/", "anthropic/", "gemini/", "google/", "models/")
 # A dated snapshot suffix: -2024-08-06 (OpenAI) or -20250929 (Anthropic).
 _SNAPSHOT = re.compile(r"^(?P<base>.+?)-(?:\d{4}-\d{2}-\d{2}|20\d{6})$")
+_MEMO_SIZE = 4096
 # Reserving for an estimated prompt: a local count can be a little low, so a long-context
 # step is assumed once the estimate is within this factor of its threshold.
 LONG_CONTEXT_MARGIN = Decimal("1.1")
@@ -65,6 +66,7 @@ class Catalog:
                 else:
                     self._names.setdefault(alias, entry.id)
         self._patterns.sort(key=lambda item: len(item[0]), reverse=True)
+        self._memo: dict[str, str | None] = {}  # resolve() runs several times per call
         self._teams = {team: self._resolved_card(card) for team, card in (teams or {}).items()}
         self._discounts = tuple(self._resolved_discount(d) for d in discounts)
 
@@ -98,6 +100,17 @@ class Catalog:
         aliases that move over time; today every alias is fixed, so it is not consulted.
         """
         del at
+        try:
+            return self._memo[model]
+        except KeyError:
+            pass
+        found = self._lookup(model)
+        if len(self._memo) >= _MEMO_SIZE:
+            self._memo.clear()  # model names come from clients: keep the memo bounded
+        self._memo[model] = found
+        return found
+
+    def _lookup(self, model: str) -> str | None:
         for name in _candidates(model.strip().lower()):
             if name in self._names:
                 return self._names[name]
