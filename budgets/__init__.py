@@ -40,6 +40,7 @@ from budgets.rebuild import Spend, SpendQuery, SpendSource
 from budgets.reservation import Reservation
 from budgets.store import BudgetStore, open_store
 from budgets.subject import Demand, Subject
+from budgets.utilization import BudgetUtilization, Utilization
 
 __all__ = [
     "AlertEvent",
@@ -47,6 +48,7 @@ __all__ = [
     "BudgetError",
     "BudgetExceeded",
     "BudgetStore",
+    "BudgetUtilization",
     "Budgets",
     "Demand",
     "FailMode",
@@ -63,6 +65,7 @@ __all__ = [
     "SpendSource",
     "StoreUnavailable",
     "Subject",
+    "Utilization",
     "WebhookAlerts",
     "from_nanos",
     "open_store",

@@ -83,6 +83,7 @@ class _Plan:
     marks: dict[str, tuple[Policy, str, Window, Decimal, int]] = field(default_factory=dict)
     usd_limits: list[tuple[int, int]] = field(default_factory=list)  # (bucket, limit nanos)
     fail_closed: bool = False
+    first_end: float = math.inf  # when the earliest of its windows ends (epoch seconds)
 
 
 def _limit_units(unit: int, limit: Decimal | int) -> int:
@@ -123,6 +124,10 @@ class Budgets:
         self._failover = Failover(store_retry_s)
         self._seed_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[object]] = set()
+        # (subject, policies) -> (built at, valid until, plan); see _plan
+        self._plans: dict[tuple[object, ...], tuple[float, float, _Plan]] = {}
+        self.on_settled: Callable[[Sequence[BucketSpec], Sequence[Amounts]], None] | None = None
+        """Called with each settle's counters and their totals (``BudgetUtilization.settled``)."""
 
     # -- public API --------------------------------------------------------------------
 
@@ -185,6 +190,32 @@ class Budgets:
         return int(self.clock() * 1000)
 
     def _plan(self, subject: Subject, now: float) -> _Plan:
+        """The plan for ``subject`` at ``now``, reused for up to a second within its windows.
+
+        Planning (time-zone windows, keys, limits) was most of the in-process cost of a
+        budgeted call; a plan is never mutated after it is built, so calls share it. The TTLs
+        it carries may be up to a second long, against a grace of minutes.
+        """
+        key = (
+            id(self.policies),
+            id(self.rate_limits),
+            subject.team,
+            subject.project,
+            subject.key_id,
+            subject.end_user,
+            subject.model,
+            tuple(sorted(subject.tags.items())) if subject.tags else (),
+        )
+        cached = self._plans.get(key)
+        if cached is not None and cached[0] <= now < cached[1]:
+            return cached[2]
+        plan = self._build_plan(subject, now)
+        if len(self._plans) >= 4096:
+            self._plans.clear()  # subjects include end users: keep the cache bounded
+        self._plans[key] = (now, min(now + 1.0, plan.first_end), plan)
+        return plan
+
+    def _build_plan(self, subject: Subject, now: float) -> _Plan:
         plan = _Plan()
         index: dict[str, int] = {}
         for policy in self.policies:
@@ -192,6 +223,8 @@ class Budgets:
             if value is None:
                 continue
             win = window(policy.period, now, self.tz)
+            if win.end is not None:
+                plan.first_end = min(plan.first_end, win.end.timestamp())
             key = bucket_key(policy.period, win.label, policy.scope, value)
             if key not in index:
                 index[key] = len(plan.buckets)
@@ -359,6 +392,8 @@ class Budgets:
                 self._failover.defer(op)
                 return
             self._failover.seen(plan.buckets, result.settled)
+        if self.on_settled is not None:
+            self.on_settled(plan.buckets, result.settled)
         if plan.usd_limits:
             r.remaining_usd = self._remaining(plan, result.settled)
         for mark in result.fired:

@@ -125,6 +125,23 @@ async def test_period_boundary_in_a_non_utc_zone(backend: Backend) -> None:
     assert await settled_usd(budgets) == Decimal("0.05")
 
 
+async def test_a_window_boundary_within_a_second_starts_the_new_window(backend: Backend) -> None:
+    """Plans are reused for up to a second, never across the end of one of their windows."""
+    clock = Clock(datetime(2024, 3, 30, 23, 59, 59, 500_000, tzinfo=UTC))
+    policies = parse_policies([{"scope": "key", "period": "day", "limit_usd": "0.10"}])
+    budgets = Budgets(await backend.open(), policies, clock=clock)
+    async with budgets.reserve(SEARCH, Demand(cost=Decimal("0.10"), tokens=1)) as r:
+        await r.settle(cost=Decimal("0.10"), tokens=1)
+    clock.advance(0.4)  # 23:59:59.9, same day: full
+    with pytest.raises(BudgetExceeded):
+        async with budgets.reserve(SEARCH, Demand(cost=Decimal("0.01"), tokens=1)):
+            pass
+    clock.advance(0.2)  # 00:00:00.1 the next day, 0.6 s after the plan was built: empty
+    async with budgets.reserve(SEARCH, Demand(cost=Decimal("0.10"), tokens=1)) as r:
+        await r.settle(cost=Decimal("0.03"), tokens=1)
+    assert await settled_usd(budgets) == Decimal("0.03")
+
+
 async def test_changing_the_limit_mid_period_keeps_the_spend(backend: Backend) -> None:
     budgets = Budgets(await backend.open(), team_budget("1"))
     async with budgets.reserve(SEARCH, Demand(cost=Decimal("0.6"), tokens=1)) as r:
