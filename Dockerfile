@@ -19,8 +19,9 @@ RUN python -m venv /opt/spendgate
 WORKDIR /src
 # Dependencies first, from the metadata alone, so code changes do not reinstall them.
 COPY pyproject.toml README.md ./
+# The grpc extra: OTEL_EXPORTER_OTLP_PROTOCOL=grpc works in the image (imported only when set).
 RUN mkdir proxy pricing budgets \
-    && /opt/spendgate/bin/pip install . \
+    && /opt/spendgate/bin/pip install ".[grpc]" \
     && /opt/spendgate/bin/pip uninstall -y spendgate
 COPY proxy ./proxy
 COPY pricing ./pricing

@@ -93,6 +93,10 @@ class KeyRing:
     def __len__(self) -> int:
         return len(self._by_hash) + len(self._db)
 
+    def identities(self) -> list[Identity]:
+        """Every identity a key resolves to (config and database), e.g. to enumerate teams."""
+        return [*self._by_hash.values(), *self._db.values()]
+
     def identify(self, presented: str | None) -> Identity:
         if self.open_access:
             return ANONYMOUS

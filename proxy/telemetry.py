@@ -6,39 +6,47 @@ GenAI semantic-convention attributes (docs/telemetry.md lists them all) plus the
 ``spendgate.*``). The span starts before the upstream request, so the upstream sees its
 ``traceparent``, and ends when the call is recorded, so its usage is final.
 
-Export is configured by the standard variables: traces and metrics go over OTLP/HTTP when
+Export is configured by the standard variables: traces and metrics go over OTLP when
 ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the per-signal ``..._TRACES_ENDPOINT`` /
-``..._METRICS_ENDPOINT``) is set; ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES`` and
-``OTEL_TRACES_SAMPLER`` are honoured by the SDK. With no tracing configured no span is built
-at all. ``GET /metrics`` serves the same metrics as Prometheus text from a private registry.
-Label cardinality is bounded: no request ids, end users or tags as labels.
+``..._METRICS_ENDPOINT``) is set, as ``http/protobuf`` or, with the ``grpc`` extra, ``grpc``
+(``OTEL_EXPORTER_OTLP_[TRACES_|METRICS_]PROTOCOL``); ``OTEL_SERVICE_NAME``,
+``OTEL_RESOURCE_ATTRIBUTES`` and ``OTEL_TRACES_SAMPLER`` are honoured by the SDK. With no
+tracing configured no span is built at all. ``GET /metrics`` serves the same metrics as
+Prometheus text from a private registry. Label cardinality is bounded: no request ids, end
+users or tags as labels. ``spendgate.budget.utilization`` reads a snapshot that
+``budgets.BudgetUtilization`` keeps fresh, so no collection waits on the store.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import queue
 import time
-from collections.abc import Mapping, Sequence
-from logging.handlers import QueueHandler, QueueListener
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import MetricReader
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
+from opentelemetry.sdk.metrics.export import MetricExporter, MetricReader
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from budgets import BudgetUtilization, Scope
 from pricing import PricedCall
 from pricing.usage import Usage
+from proxy.accesslog import AccessLog
+from proxy.callmetrics import CallMetrics, CounterSpec, HistogramSpec, observe
+from proxy.errors import ConfigError
 
 if TYPE_CHECKING:
+    from budgets import Budgets
+    from budgets.utilization import KnownValues
+    from proxy.auth import KeyRing
     from proxy.metering import CallRecord
 
 __all__ = ["Telemetry"]
@@ -79,11 +87,51 @@ DURATION_BUCKETS = [
 ]
 OVERHEAD_BUCKETS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1]
 
+_HISTOGRAMS = (
+    HistogramSpec(
+        "gen_ai.client.token.usage",
+        "{token}",
+        "Tokens used per call, by gen_ai.token.type",
+        TOKEN_BUCKETS,
+    ),
+    HistogramSpec(
+        "gen_ai.client.operation.duration",
+        "s",
+        "Duration of the upstream operation",
+        DURATION_BUCKETS,
+    ),
+    HistogramSpec(
+        "gen_ai.client.operation.time_to_first_chunk",
+        "s",
+        "Time to the first streamed chunk",
+        DURATION_BUCKETS,
+    ),
+    HistogramSpec(
+        "spendgate.overhead.duration",
+        "s",
+        "Time spent in the proxy, excluding waiting on the upstream",
+        OVERHEAD_BUCKETS,
+    ),
+)
+_COUNTERS = (
+    CounterSpec("spendgate.cost", "USD", "Cost charged (after team rate cards), in USD"),
+    CounterSpec("spendgate.requests", "{request}", "Calls by outcome"),
+    CounterSpec(
+        "spendgate.unpriced",
+        "{request}",
+        "Calls with usage but no price in the catalog (cost recorded as NULL)",
+    ),
+)
+_TOKEN_BOUNDS = [float(b) for b in TOKEN_BUCKETS]
+_DURATION_BOUNDS = list(DURATION_BUCKETS)
+_OVERHEAD_BOUNDS = list(OVERHEAD_BUCKETS)
+
 # gen_ai.provider.name well-known values by provider kind (semantic conventions 1.2)
 _PROVIDER_NAMES = {
     "openai": "openai",
     "anthropic": "anthropic",
     "gemini": "gcp.gemini",
+    "azure": "azure.ai.openai",
     "mock": "spendgate.mock",
 }
 
@@ -91,10 +139,64 @@ _PROPAGATOR = TraceContextTextMapPropagator()
 
 
 def _otlp_configured(signal: str) -> bool:
+    """An endpoint turns a signal's OTLP export on; ``OTEL_{signal}_EXPORTER=none`` turns it off."""
+    if os.environ.get(f"OTEL_{signal}_EXPORTER", "").strip().lower() == "none":
+        return False
     return bool(
         os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
         or os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT")
     )
+
+
+def otlp_protocol(signal: str) -> str:
+    """``grpc`` or ``http/protobuf`` for ``TRACES``/``METRICS``, from the standard variables.
+
+    Raises ``ConfigError`` for another value, or for ``grpc`` without the gRPC exporter.
+    """
+    name = f"OTEL_EXPORTER_OTLP_{signal}_PROTOCOL"
+    if not os.environ.get(name):
+        name = "OTEL_EXPORTER_OTLP_PROTOCOL"
+    value = os.environ.get(name, "").strip().lower() or "http/protobuf"
+    if value not in ("http/protobuf", "grpc"):
+        raise ConfigError(
+            f"{name}={value}: spendgate exports OTLP as 'http/protobuf' (the default) or 'grpc'"
+        )
+    if value == "grpc":
+        try:
+            import opentelemetry.exporter.otlp.proto.grpc.exporter  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError(
+                f"{name}=grpc needs the OTLP gRPC exporter, which is not installed ({exc}): "
+                "pip install 'spendgate[grpc]', or export over http/protobuf (port 4318)"
+            ) from None
+    return value
+
+
+def check_otlp_env() -> None:
+    """Validate the OTLP variables of every signal that exports (for a clear startup error)."""
+    for signal in ("TRACES", "METRICS"):
+        if _otlp_configured(signal):
+            otlp_protocol(signal)
+
+
+def _span_exporter() -> SpanExporter:
+    if otlp_protocol("TRACES") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
+            OTLPSpanExporter,
+        )
+    return OTLPSpanExporter()
+
+
+def _metric_exporter() -> MetricExporter:
+    if otlp_protocol("METRICS") == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
+            OTLPMetricExporter,
+        )
+    return OTLPMetricExporter()
 
 
 class Telemetry:
@@ -117,10 +219,9 @@ class Telemetry:
         )
         processors = list(span_processors)
         if _otlp_configured("TRACES"):
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
             from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-            processors.append(BatchSpanProcessor(OTLPSpanExporter()))
+            processors.append(BatchSpanProcessor(_span_exporter()))
         self._tracer_provider: TracerProvider | None = None
         self._tracer: trace.Tracer | None = None
         if processors:
@@ -130,6 +231,9 @@ class Telemetry:
             self._tracer = self._tracer_provider.get_tracer("spendgate")
 
         readers = list(metric_readers)
+        self._calls = CallMetrics(_HISTOGRAMS, _COUNTERS)
+        self._points: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._budget_view: BudgetUtilization | None = None
         self.registry: Any = None
         if prometheus:
             from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -138,78 +242,27 @@ class Telemetry:
             self.registry = CollectorRegistry(auto_describe=False)
             readers.append(PrometheusMetricReader(disable_target_info=True, registry=self.registry))
         if _otlp_configured("METRICS"):
-            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
             from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
-            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+            readers.append(PeriodicExportingMetricReader(_metric_exporter()))
         self._meter_provider: MeterProvider | None = None
         if readers:
-            views = [
-                View(
-                    instrument_name="gen_ai.client.token.usage",
-                    aggregation=ExplicitBucketHistogramAggregation(TOKEN_BUCKETS),
-                ),
-                View(
-                    instrument_name="gen_ai.client.operation.*",
-                    aggregation=ExplicitBucketHistogramAggregation(DURATION_BUCKETS),
-                ),
-                View(
-                    instrument_name="spendgate.overhead.duration",
-                    aggregation=ExplicitBucketHistogramAggregation(OVERHEAD_BUCKETS),
-                ),
-            ]
-            self._meter_provider = MeterProvider(
-                metric_readers=readers, resource=resource, views=views
-            )
-            meter = self._meter_provider.get_meter("spendgate")
-            self._tokens = meter.create_histogram(
-                "gen_ai.client.token.usage",
-                unit="{token}",
-                description="Tokens used per call, by gen_ai.token.type",
-            )
-            self._duration = meter.create_histogram(
-                "gen_ai.client.operation.duration",
-                unit="s",
-                description="Duration of the upstream operation",
-            )
-            self._ttfc = meter.create_histogram(
-                "gen_ai.client.operation.time_to_first_chunk",
-                unit="s",
-                description="Time to the first streamed chunk",
-            )
-            self._overhead = meter.create_histogram(
-                "spendgate.overhead.duration",
-                unit="s",
-                description="Time spent in the proxy, excluding waiting on the upstream",
-            )
-            self._cost = meter.create_counter(
-                "spendgate.cost",
-                unit="USD",
-                description="Cost charged (after team rate cards), in USD",
-            )
-            self._requests = meter.create_counter(
-                "spendgate.requests", unit="{request}", description="Calls by outcome"
-            )
-            self._unpriced = meter.create_counter(
-                "spendgate.unpriced",
-                unit="{request}",
-                description="Calls with usage but no price in the catalog (cost recorded as NULL)",
+            self._meter_provider = MeterProvider(metric_readers=readers, resource=resource)
+            # The per-call metrics bypass the SDK's instruments (proxy/callmetrics.py).
+            for reader in readers:
+                self._calls.attach(reader, resource)
+            # A scope of its own: CallMetrics appends a second "spendgate" scope to every
+            # collection, and the OTLP encoder keeps only one scope per name.
+            budget_meter = self._meter_provider.get_meter("spendgate.budgets")
+            budget_meter.create_observable_gauge(
+                "spendgate.budget.utilization",
+                callbacks=[self._observe_budgets],
+                unit="1",
+                description="Settled spend / limit of each budget in its current window",
             )
 
-        self._listener: QueueListener | None = None
-        self._access: logging.Logger | None = None
-        if access_log:
-            # Formatting and writing happen on a listener thread, never on the event loop.
-            q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-            self._access = logging.getLogger("spendgate.access")
-            self._access.propagate = False
-            self._access.setLevel(logging.INFO)
-            handler = logging.StreamHandler()
-            handler.setFormatter(logging.Formatter("%(message)s"))
-            self._queue_handler = QueueHandler(q)
-            self._access.addHandler(self._queue_handler)
-            self._listener = QueueListener(q, handler)
-            self._listener.start()
+        # Serialised and written on its own thread, never on the event loop (proxy/accesslog.py).
+        self._access: AccessLog | None = AccessLog() if access_log else None
 
     @property
     def tracing(self) -> bool:
@@ -273,7 +326,7 @@ class Telemetry:
         if self._meter_provider is not None:
             self._record_metrics(rec, usage, priced)
         if self._access is not None:
-            self._access.info(self._access_line(rec, usage, priced))
+            self._access.write(self._access_line(rec, usage, priced))
 
     def _end_span(
         self, rec: CallRecord, usage: Usage | None, priced: PricedCall | None, budget_outcome: str
@@ -331,71 +384,99 @@ class Telemetry:
     def _record_metrics(
         self, rec: CallRecord, usage: Usage | None, priced: PricedCall | None
     ) -> None:
-        base = {
-            "gen_ai.operation.name": rec.operation,
-            "gen_ai.provider.name": _PROVIDER_NAMES.get(
-                rec.provider_kind, rec.provider_kind or "unknown"
-            ),
-            "gen_ai.request.model": rec.model_requested or "",
-        }
-        if rec.info.model:
-            base["gen_ai.response.model"] = rec.info.model
-        if usage is not None:
-            if usage.input_tokens is not None:
-                self._tokens.record(usage.input_tokens, {**base, "gen_ai.token.type": "input"})
-            if usage.output_tokens is not None:
-                self._tokens.record(usage.output_tokens, {**base, "gen_ai.token.type": "output"})
-        duration = (
-            {**base, "error.type": rec.error_type}
-            if rec.outcome != "ok" and rec.error_type
-            else base
+        err = rec.error_type if rec.outcome != "ok" and rec.error_type else None
+        key = (
+            rec.operation,
+            rec.provider_kind,
+            rec.model_requested or "",
+            rec.info.model,
+            err,
+            rec.identity.team,
+            rec.provider,
+            rec.outcome,
         )
-        if rec.latency_ms is not None and rec.reached_provider:
-            self._duration.record(rec.latency_ms / 1000, duration)
-        if rec.ttft_ms is not None:
-            self._ttfc.record(rec.ttft_ms / 1000, base)
-        if rec.overhead_s is not None:
-            self._overhead.record(rec.overhead_s, {"gen_ai.operation.name": rec.operation})
-        team = {
-            "spendgate.team": rec.identity.team,
-            "gen_ai.request.model": base["gen_ai.request.model"],
-            "spendgate.provider": rec.provider,
-        }
-        if priced is not None and priced.cost:
-            self._cost.add(float(priced.cost), team)
-        self._requests.add(1, {**team, "spendgate.outcome": rec.outcome})
-        if priced is None and usage is not None and rec.reached_provider and rec.priced_model:
-            self._unpriced.add(1, team)
+        points = self._points.get(key)
+        if points is None:
+            points = self._points_for(key)
+        tokens_in, tokens_out, duration, ttfc, overhead, cost, requests, unpriced = points
+        with self._calls.lock:
+            if usage is not None:
+                if usage.input_tokens is not None:
+                    observe(tokens_in, _TOKEN_BOUNDS, usage.input_tokens)
+                if usage.output_tokens is not None:
+                    observe(tokens_out, _TOKEN_BOUNDS, usage.output_tokens)
+            if rec.latency_ms is not None and rec.reached_provider:
+                observe(duration, _DURATION_BOUNDS, rec.latency_ms / 1000)
+            if rec.ttft_ms is not None:
+                observe(ttfc, _DURATION_BOUNDS, rec.ttft_ms / 1000)
+            if rec.overhead_s is not None:
+                observe(overhead, _OVERHEAD_BOUNDS, rec.overhead_s)
+            if priced is not None and priced.cost:
+                cost.value += priced.cost
+            requests.value += 1
+            if priced is None and usage is not None and rec.reached_provider and rec.priced_model:
+                unpriced.value += 1
+
+    def _points_for(self, key: tuple[Any, ...]) -> tuple[Any, ...]:
+        """The metric points one combination of labels updates (cached, bounded)."""
+        operation, kind, model, served, err, team, provider, outcome = key
+        base: tuple[tuple[str, Any], ...] = (
+            ("gen_ai.operation.name", operation),
+            ("gen_ai.provider.name", _PROVIDER_NAMES.get(kind, kind or "unknown")),
+            ("gen_ai.request.model", model),
+        )
+        if served:
+            base += (("gen_ai.response.model", served),)
+        h, c = self._calls.hist, self._calls.counters
+        tokens = h["gen_ai.client.token.usage"]
+        by_team = (
+            ("spendgate.team", team),
+            ("gen_ai.request.model", model),
+            ("spendgate.provider", provider),
+        )
+        points = (
+            tokens.point((*base, ("gen_ai.token.type", "input"))),
+            tokens.point((*base, ("gen_ai.token.type", "output"))),
+            h["gen_ai.client.operation.duration"].point(
+                (*base, ("error.type", err)) if err else base
+            ),
+            h["gen_ai.client.operation.time_to_first_chunk"].point(base),
+            h["spendgate.overhead.duration"].point((("gen_ai.operation.name", operation),)),
+            c["spendgate.cost"].point(by_team),
+            c["spendgate.requests"].point((*by_team, ("spendgate.outcome", outcome))),
+            c["spendgate.unpriced"].point(by_team),
+        )
+        if len(self._points) >= 10_000:
+            self._points.clear()  # label sets are bounded per metric; this cache only saves work
+        self._points[key] = points
+        return points
 
     @staticmethod
-    def _access_line(rec: CallRecord, usage: Usage | None, priced: PricedCall | None) -> str:
+    def _access_line(
+        rec: CallRecord, usage: Usage | None, priced: PricedCall | None
+    ) -> dict[str, Any]:
         u = usage or Usage()
-        return json.dumps(
-            {
-                "ts": time.time(),
-                "request_id": rec.request_id,
-                "trace_id": rec.trace_id,
-                "team": rec.identity.team,
-                "project": rec.project,
-                "key_id": rec.identity.key_id,
-                "provider": rec.provider,
-                "endpoint": rec.endpoint,
-                "model": rec.model_requested,
-                "stream": rec.stream,
-                "status": rec.status_code,
-                "outcome": rec.outcome,
-                "error_type": rec.error_type,
-                "input_tokens": u.input_tokens,
-                "output_tokens": u.output_tokens,
-                "usage_source": rec.usage_source,
-                "cost_usd": format(priced.cost, "f") if priced is not None else None,
-                "latency_ms": round(rec.latency_ms or 0, 3),
-                "overhead_ms": round(rec.overhead_s * 1000, 3)
-                if rec.overhead_s is not None
-                else None,
-            },
-            separators=(",", ":"),
-        )
+        return {
+            "ts": time.time(),
+            "request_id": rec.request_id,
+            "trace_id": rec.trace_id,
+            "team": rec.identity.team,
+            "project": rec.project,
+            "key_id": rec.identity.key_id,
+            "provider": rec.provider,
+            "endpoint": rec.endpoint,
+            "model": rec.model_requested,
+            "stream": rec.stream,
+            "status": rec.status_code,
+            "outcome": rec.outcome,
+            "error_type": rec.error_type,
+            "input_tokens": u.input_tokens,
+            "output_tokens": u.output_tokens,
+            "usage_source": rec.usage_source,
+            "cost_usd": format(priced.cost, "f") if priced is not None else None,
+            "latency_ms": round(rec.latency_ms or 0, 3),
+            "overhead_ms": round(rec.overhead_s * 1000, 3) if rec.overhead_s is not None else None,
+        }
 
     # -- serving and shutdown ------------------------------------------------------------------
 
@@ -406,18 +487,86 @@ class Telemetry:
             return b"", CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
+    # -- budget utilization --------------------------------------------------------------------
+
+    def watch_budgets(
+        self, budgets: Budgets, known: KnownValues | None = None, *, interval_s: float = 15.0
+    ) -> None:
+        """Report ``spendgate.budget.utilization`` for ``budgets`` (call on the event loop).
+
+        The gauge reads a snapshot that a background task refreshes every ``interval_s`` and
+        each settle updates in place, so a scrape or an export never waits on the store.
+        """
+        if self._meter_provider is None or self._budget_view is not None:
+            return
+        view = BudgetUtilization(budgets, known)
+        budgets.on_settled = view.settled
+        view.start(interval_s)
+        self._budget_view = view
+
+    async def aclose(self) -> None:
+        """Stop the refresh task; the last snapshot stays for the final export."""
+        if self._budget_view is not None:
+            await self._budget_view.aclose()
+
+    def _observe_budgets(self, options: CallbackOptions) -> Iterable[Observation]:
+        view = self._budget_view
+        if view is None:
+            return []
+        return [
+            Observation(
+                p.fraction,
+                {
+                    "spendgate.budget.policy": p.policy,
+                    "spendgate.budget.scope": p.scope,
+                    "spendgate.budget.scope_value": p.value,
+                    "spendgate.budget.period": p.period,
+                    "spendgate.budget.unit": p.unit,
+                    "spendgate.budget.mode": p.mode,
+                },
+            )
+            for p in view.points()
+        ]
+
     def shutdown(self) -> None:
         """Flush and stop exporters (blocking: call from a thread at exit)."""
         if self._tracer_provider is not None:
             self._tracer_provider.shutdown()
         if self._meter_provider is not None:
             self._meter_provider.shutdown()
-        if self._listener is not None:
-            self._listener.stop()
-            assert self._access is not None
-            self._access.removeHandler(self._queue_handler)
+        if self._access is not None:
+            self._access.close()
 
 
 def _sum(*values: int | None) -> int | None:
     present = [v for v in values if v is not None]
     return sum(present) if present else None
+
+
+def known_budget_values(keys: KeyRing, teams: Iterable[str] = ()) -> KnownValues:
+    """The values a budget with a glob ``match`` is reported for: what the keys name.
+
+    Teams, projects, key ids and default tags of every configured or managed key (plus the
+    configured teams), so the gauge's labels are bounded by configuration, never by traffic.
+    """
+    fixed = set(teams)
+
+    def known() -> dict[Scope, set[str]]:
+        out: dict[Scope, set[str]] = {
+            Scope.TEAM: set(fixed),
+            Scope.PROJECT: set(),
+            Scope.KEY: set(),
+            Scope.TAG: set(),
+        }
+        if keys.open_access:
+            out[Scope.TEAM].add("default")
+        for ident in keys.identities():
+            out[Scope.TEAM].add(ident.team)
+            if ident.project:
+                out[Scope.PROJECT].add(ident.project)
+            if ident.key_id:
+                out[Scope.KEY].add(ident.key_id)
+            out[Scope.TAG].update(f"{k}={v}" for k, v in ident.tags)
+        return out
+
+    return known
