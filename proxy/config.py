@@ -39,7 +39,7 @@ __all__ = [
     "load_config",
 ]
 
-PROVIDER_KINDS = ("openai", "mock", "anthropic", "gemini")
+PROVIDER_KINDS = ("openai", "mock", "anthropic", "gemini", "azure")
 DEFAULT_CONFIG_FILE = "spendgate.yaml"
 
 
@@ -92,6 +92,9 @@ class StorageConfig:
     ledger_flush_interval: float = 0.1
     ledger_max_backlog: int = 100_000
     spill_path: str | None = "spendgate-ledger-spill.jsonl"  # rows the DB could not take at exit
+    # Prune calls older than this many days (None: keep all); the hourly rollup is kept.
+    # At least 32, so the calendar month that budgets rebuild from is always whole.
+    ledger_retention_days: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,18 @@ class ProviderConfig:
     # mock only: simulated time to first byte and between stream chunks
     latency_ms: float = 0.0
     chunk_delay_ms: float = 0.0
+    # azure only: the ``api-version`` sent upstream ("v1": Azure's /openai/v1/ paths instead
+    # of deployment paths), and deployment name -> the model it serves (which prices it)
+    api_version: str | None = None
+    deployments: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def needs_key(self) -> bool:
+        """Whether calls are refused while ``api_key`` is unset. Not for the mock, nor for an
+        OpenAI-compatible server of one's own (vLLM, Ollama: any base_url but OpenAI's)."""
+        if self.kind == "mock":
+            return False
+        return self.kind != "openai" or self.base_url == _DEFAULT_BASE_URLS["openai"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +177,7 @@ class TelemetryConfig:
 
     prometheus: bool = True
     access_log: bool = True
+    budget_refresh_s: float = 15.0  # how often spendgate.budget.utilization re-reads the store
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +361,7 @@ def _storage(raw: Any) -> StorageConfig:
             "ledger_flush_interval",
             "ledger_max_backlog",
             "spill_path",
+            "ledger_retention_days",
         ),
     )
     d = StorageConfig()
@@ -363,8 +380,15 @@ def _storage(raw: Any) -> StorageConfig:
         ledger_flush_interval=s.number("ledger_flush_interval", d.ledger_flush_interval),
         ledger_max_backlog=s.integer("ledger_max_backlog", d.ledger_max_backlog, minimum=1),
         spill_path=s.text("spill_path", d.spill_path),
+        ledger_retention_days=(
+            s.integer("ledger_retention_days", 0, minimum=32)
+            if s.raw.get("ledger_retention_days") is not None
+            else None
+        ),
     )
 
+
+AZURE_API_VERSION = "2024-10-21"  # Azure OpenAI's latest GA inference API (dated)
 
 _DEFAULT_BASE_URLS = {
     "openai": "https://api.openai.com",
@@ -389,23 +413,82 @@ def _provider(name: str, raw: Any) -> ProviderConfig:
             "headers",
             "latency_ms",
             "chunk_delay_ms",
+            "api_version",
+            "deployments",
         ),
     )
     kind = s.choice("kind", name if name in PROVIDER_KINDS else "openai", PROVIDER_KINDS)
-    base_url = s.text("base_url", _DEFAULT_BASE_URLS[kind])
+    _check_prefix(name, kind)
+    if kind == "azure" and not s.raw.get("base_url"):
+        raise ConfigError(
+            f"{s.key('base_url')}: required for kind azure (https://NAME.openai.azure.com)"
+        )
+    base_url = s.text("base_url", _DEFAULT_BASE_URLS.get(kind))
     if kind != "mock":
         base_url = _url(base_url, s.key("base_url"), ("http", "https")).rstrip("/")
+    models = s.str_list("models")
+    api_version, deployments = None, s.str_map("deployments")
+    for deployment, model in deployments:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", deployment) or not model:
+            raise ConfigError(
+                f"{s.key('deployments')}.{deployment}: a deployment name (letters, digits, "
+                ". _ -) mapped to the model it serves"
+            )
+    if kind == "azure":
+        base_url = (base_url or "").removesuffix("/openai")  # our paths start with /openai/
+        api_version = s.text("api_version", AZURE_API_VERSION) or AZURE_API_VERSION
+        # routed by the models its deployments serve, unless told otherwise
+        if "models" not in s.raw:
+            models = tuple(dict.fromkeys(model for _, model in deployments))
+    else:
+        for key in ("api_version", "deployments"):
+            if key in s.raw:
+                raise ConfigError(f"{s.key(key)}: only for kind azure")
     return ProviderConfig(
         name=name,
         kind=kind,
         base_url=base_url or "",
         api_key=s.text("api_key", None) or None,
-        models=s.str_list("models"),
+        models=models,
         connect_timeout=s.number("connect_timeout", 10.0),
         read_timeout=s.number("read_timeout", 600.0),
         headers=s.str_map("headers"),
         latency_ms=s.number("latency_ms", 0.0),
         chunk_delay_ms=s.number("chunk_delay_ms", 0.0),
+        api_version=api_version,
+        deployments=deployments,
+    )
+
+
+# First path segments of the built-in routes. A provider gets a /{name}/... route of its own,
+# so these names are refused, or (for the native-format prefixes) allowed only with the kind
+# that prefix already speaks: /anthropic/... is Anthropic's API, /openai/deployments/... Azure's.
+_RESERVED_NAMES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "v1": ("", ()),
+    "v1beta": ("", ()),
+    "admin": ("", ()),
+    "healthz": ("", ()),
+    "readyz": ("", ()),
+    "metrics": ("", ()),
+    "anthropic": ("Anthropic", ("anthropic",)),
+    "gemini": ("Gemini", ("gemini",)),
+    "openai": ("Azure OpenAI", ("openai", "azure")),
+}
+
+
+def _check_prefix(name: str, kind: str) -> None:
+    label, kinds = _RESERVED_NAMES.get(name, ("", (kind,)))
+    if kind in kinds:
+        return
+    if not kinds:
+        raise ConfigError(
+            f"providers.{name}: '{name}' is taken by spendgate's own /{name}/ routes and "
+            "cannot name a provider (its /{provider}/ route would clash); choose another name"
+        )
+    raise ConfigError(
+        f"providers.{name}: /{name}/ is spendgate's built-in {label} route, so a provider "
+        f"named '{name}' must be of kind {' or '.join(kinds)}; give this kind {kind} provider "
+        "another name"
     )
 
 
@@ -575,7 +658,9 @@ def parse_config(
     if not isinstance(teams, dict):
         raise ConfigError("teams: must be a mapping of team name to settings")
     logging_ = _Section(data.get("logging"), "logging", ("store_content",))
-    tel = _Section(data.get("telemetry"), "telemetry", ("prometheus", "access_log"))
+    tel = _Section(
+        data.get("telemetry"), "telemetry", ("prometheus", "access_log", "budget_refresh_s")
+    )
     return Config(
         server=_server(data.get("server")),
         storage=_storage(data.get("storage")),
@@ -588,7 +673,9 @@ def parse_config(
         budget_settings=_budget_settings(data.get("budget_settings")),
         store_content=logging_.flag("store_content", False),
         telemetry=TelemetryConfig(
-            prometheus=tel.flag("prometheus", True), access_log=tel.flag("access_log", True)
+            prometheus=tel.flag("prometheus", True),
+            access_log=tel.flag("access_log", True),
+            budget_refresh_s=tel.number("budget_refresh_s", 15.0, minimum=0.1),
         ),
         admin=_admin(data.get("admin"), env),
         source=source,

@@ -34,6 +34,7 @@ from proxy.headers import request_headers, response_headers, take_query_key
 from proxy.metering import CallRecord
 from proxy.providers.base import Adapter, CallInfo, Route, StreamMeter
 from proxy.providers.mock import priced_model
+from proxy.providers.routes import upstream_target
 
 if TYPE_CHECKING:
     from proxy.app import Runtime
@@ -93,9 +94,15 @@ async def send_error(send: Any, err: ProxyError, request_id: str, adapter: Adapt
     await send({"type": "http.response.body", "body": body})
 
 
-def pick_provider(rt: Runtime, route: Route, model: str | None) -> ProviderConfig | None:
+def pick_provider(
+    rt: Runtime, route: Route, model: str | None, named: str | None = None
+) -> ProviderConfig | None:
     """The provider for ``model``. A route in one provider's own format (``route.kinds``)
-    only goes to providers of that kind or the mock, else to the first such one configured."""
+    only goes to providers of that kind or the mock, else to the first such one configured.
+    A provider the request names (``named``: an Azure deployment's) or a /{provider}/ route's
+    own (``route.provider``) takes the call whatever the model."""
+    if named or route.provider:
+        return rt.router.providers.get(named or route.provider or "")
     found = rt.router.route(model) if model else None
     if not route.kinds or (found is not None and found.kind in (*route.kinds, "mock")):
         return found
@@ -157,7 +164,7 @@ class DataPlane:
             )
             self._attribute(rec, call, headers)
             check_model(identity, call.model)
-            provider = pick_provider(rt, self.route, call.model)
+            provider = pick_provider(rt, self.route, call.model, call.provider)
             if provider is None:
                 raise NotFound(
                     f"No provider is configured for model '{call.model}'.", param="model"
@@ -176,7 +183,7 @@ class DataPlane:
                     param="model",
                     code="model_not_priced",
                 )
-            if provider.kind != "mock" and not provider.api_key:
+            if provider.needs_key and not provider.api_key:
                 raise Unavailable(
                     f"Provider '{provider.name}' has no API key configured "
                     f"(providers.{provider.name}.api_key)."
@@ -184,9 +191,7 @@ class DataPlane:
             reservation = await rt.reserve(rec, call, len(raw))
             rec.budget_outcome = "admitted" if reservation is not None else "none"
             upstream = rt.upstream_for(provider)
-            url = provider.base_url + scope["path"].removeprefix(self.route.strip_prefix)
-            if scope.get("query_string"):
-                url += "?" + scope["query_string"].decode("latin-1")
+            url, upstream_body = upstream_target(provider, self.route, scope, call, upstream_body)
             out_headers = request_headers(
                 scope["headers"], provider, self.adapter.auth_headers(provider)
             )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -133,21 +133,36 @@ class Metering:
             return None  # the provider refused the call: nothing was generated or billed
         model = rec.priced_model or call.model
         text = meter.streamed_text() if meter is not None else ""
+        # A stream cut before its final count may have reported its input already (Anthropic's
+        # message_start, Gemini's prompt-only metadata): that stays exact, only output is counted.
+        partial = rec.info.partial_usage
+        if partial is not None and partial.input_tokens is None:
+            partial = None
         try:
-            input_tokens, output_tokens = await asyncio.to_thread(self._count, call, model, text)
+            if partial is not None:
+                input_tokens = 0  # kept from ``partial``
+                output_tokens = await asyncio.to_thread(self._count_text, model, text)
+            else:
+                input_tokens, output_tokens = await asyncio.to_thread(
+                    self._count, call, model, text
+                )
         except Exception:  # counting must never lose the row
             log.exception("could not count tokens for %s", rec.request_id)
             return None
         complete = rec.outcome == "ok"
         rec.usage_source = "counted" if complete else "estimated"
+        if partial is not None:
+            # never below what the provider had counted so far (message_start's output_tokens)
+            return replace(partial, output_tokens=max(output_tokens, partial.output_tokens or 0))
         has_output = call.endpoint != "embeddings"
         return Usage(input_tokens=input_tokens, output_tokens=output_tokens if has_output else None)
 
     def _count(self, call: CallInfo, model: str, text: str) -> tuple[int, int]:
-        return (
-            self.tokenizer.count_request(call.endpoint, model, call.body),
-            self.tokenizer.count(model, text) if text else 0,
-        )
+        prompt = self.tokenizer.count_request(call.endpoint, model, call.body)
+        return prompt, self._count_text(model, text)
+
+    def _count_text(self, model: str, text: str) -> int:
+        return self.tokenizer.count(model, text) if text else 0
 
     def record(self, rec: CallRecord, usage: Usage | None, priced: PricedCall | None) -> None:
         """Hand the row to the ledger writer; never blocks, safe in any finally block."""

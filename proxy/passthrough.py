@@ -27,6 +27,7 @@ from proxy.headers import request_headers, response_headers, take_query_key
 from proxy.metering import CallRecord
 from proxy.providers.base import Adapter, Route
 from proxy.providers.body import json_object, str_or_none
+from proxy.providers.routes import upstream_target
 
 if TYPE_CHECKING:
     from proxy.app import Runtime
@@ -80,11 +81,9 @@ class Passthrough:
             if provider is None:
                 raise NotFound(f"No provider is configured for {self.route.path}.")
             rec.provider = provider.name
-            if provider.kind != "mock" and not provider.api_key:
+            if provider.needs_key and not provider.api_key:
                 raise Unavailable(f"Provider '{provider.name}' has no API key configured.")
-            url = provider.base_url + scope["path"].removeprefix(self.route.strip_prefix)
-            if scope.get("query_string"):
-                url += "?" + scope["query_string"].decode("latin-1")
+            url, raw = upstream_target(provider, self.route, scope, None, raw)
             rec.reached_provider = True
             auth = self.adapter.auth_headers(provider)
             resp = await rt.upstream_for(provider).send(

@@ -10,8 +10,10 @@ Usage rules (reference section 3.6), where peers misprice calls:
 - An ``error`` event after the 200 is an upstream error.
 - ``server_tool_use.web_search_requests`` are billed per search on top of tokens.
 
-A stream that ends before its first ``message_delta`` has no final count: the meter reports
-no usage and the proxy estimates it from the request and the text that streamed.
+A stream that ends before its first ``message_delta`` has no final count. Its
+``message_start`` already told the exact input side (fresh, cache reads and writes): that is
+kept as ``partial_usage``, and the proxy estimates only the output, from the text that
+streamed.
 """
 
 from __future__ import annotations
@@ -168,9 +170,12 @@ class AnthropicStreamMeter(EventMeter):
             ) or "stream_error"
 
     def info(self) -> ResponseInfo:
-        if self._final:
-            self._info.usage = usage_from(self._usage)
+        if self._usage:
             self._info.service_tier = str_or_none(self._usage.get("service_tier"))
+            if self._final:
+                self._info.usage = usage_from(self._usage)
+            else:  # cut off after message_start: its input counts are exact
+                self._info.partial_usage = usage_from(self._usage)
         return self._info
 
     def streamed_text(self) -> str:

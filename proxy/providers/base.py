@@ -31,6 +31,8 @@ class CallInfo:
     max_output_tokens: int | None = None
     end_user: str | None = None
     body: dict[str, Any] = field(default_factory=dict)  # the parsed request JSON
+    # The provider the request itself names (an Azure deployment), over routing by model.
+    provider: str | None = None
 
 
 @dataclass(slots=True)
@@ -43,6 +45,11 @@ class ResponseInfo:
     finish_reasons: tuple[str, ...] = ()
     service_tier: str | None = None
     error: str | None = None  # an error the provider reported inside a 200 stream
+    # What a stream reported before its final count (Anthropic's message_start, Gemini's
+    # prompt-only metadata): exact as far as it goes. Used only when ``usage`` never came,
+    # so that a cut-off stream is billed the input the provider reported and only the
+    # output is estimated.
+    partial_usage: Usage | None = None
 
 
 class StreamMeter(Protocol):
@@ -79,6 +86,8 @@ class Route:
     methods: tuple[str, ...] = ("POST",)
     # False: passed through and recorded at zero cost (count_tokens, GET /v1/responses/{id}).
     billed: bool = True
+    # A /{provider}/... route: always this configured provider, whatever the model.
+    provider: str | None = None
 
 
 class Adapter(Protocol):

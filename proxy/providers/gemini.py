@@ -166,7 +166,9 @@ class GeminiStreamMeter(EventMeter):
     """Forwards the SSE stream untouched; the last ``usageMetadata`` seen is the call's.
 
     The metadata counts only once the stream is over (or a chunk with a ``finishReason``
-    carried it): a stream cut off after a partial, prompt-only metadata has no final count.
+    carried it): a stream cut off after a partial, prompt-only metadata has no final count,
+    and that metadata is its ``partial_usage`` (the prompt count is exact; the output is
+    estimated from the text that streamed).
     """
 
     __slots__ = ("_final", "_meta")
@@ -208,6 +210,8 @@ class GeminiStreamMeter(EventMeter):
     def info(self) -> ResponseInfo:
         if self._final:
             self._info.usage = usage_from(self._meta)
+        elif self._meta is not None:
+            self._info.partial_usage = usage_from(self._meta)
         return self._info
 
     def streamed_text(self) -> str:

@@ -19,7 +19,14 @@ from proxy.errors import InvalidRequest, ProxyError
 from proxy.providers.base import CallInfo, ResponseInfo, Route
 from proxy.sse import EventSplitter, event_data
 
-__all__ = ["OpenAIAdapter", "OpenAIStreamMeter", "error_body", "parse_request", "parse_response"]
+__all__ = [
+    "OpenAIAdapter",
+    "OpenAIStreamMeter",
+    "auth_headers",
+    "error_body",
+    "parse_request",
+    "parse_response",
+]
 
 _MAX_KEPT_STREAM_BYTES = 16 * 1024 * 1024  # what we keep of a stream to count it if need be
 
@@ -38,12 +45,27 @@ def error_body(err: ProxyError) -> bytes:
     )
 
 
+def auth_headers(provider: ProviderConfig) -> list[tuple[str, str]]:
+    """The provider key as a bearer token, or in Azure's ``api-key`` header; none if unset."""
+    if not provider.api_key:
+        return []
+    if provider.kind == "azure":
+        return [("api-key", provider.api_key)]
+    return [("authorization", f"Bearer {provider.api_key}")]
+
+
 def _int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def parse_request(endpoint: str, operation: str, raw: bytes) -> tuple[CallInfo, bytes]:
-    """Parse a request body; return what metering needs and the body to send upstream."""
+def parse_request(
+    endpoint: str, operation: str, raw: bytes, model: str | None = None
+) -> tuple[CallInfo, bytes]:
+    """Parse a request body; return what metering needs and the body to send upstream.
+
+    ``model``: the model when the request names it elsewhere (an Azure deployment path);
+    the body then needs none.
+    """
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -53,9 +75,10 @@ def parse_request(endpoint: str, operation: str, raw: bytes) -> tuple[CallInfo, 
         ) from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise InvalidRequest("you must provide a model parameter", param="model")
+    if model is None:
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise InvalidRequest("you must provide a model parameter", param="model")
     stream = body.get("stream") is True
     max_out = _int_or_none(body.get("max_completion_tokens"))
     if max_out is None:
@@ -193,10 +216,11 @@ class OpenAIStreamMeter:
             self._kept += len(ev)
         if ev.startswith(b"data: [DONE]"):
             self.finished = True
-        if self._info.model is None and b'"model"' in ev:
+        if not self._info.model and b'"model"' in ev:
             obj = self._json(ev)
             if obj is not None:
-                self._info.model = _str(obj.get("model"))
+                # Azure's first event (prompt_filter_results) carries "model": ""
+                self._info.model = _str(obj.get("model")) or None
                 self._info.response_id = _str(obj.get("id"))
                 self._info.service_tier = _str(obj.get("service_tier"))
         if b'"usage":{' in ev or b'"usage": {' in ev:
@@ -274,7 +298,7 @@ class OpenAIAdapter:
         return parse_request(route.endpoint, route.operation, raw)
 
     def auth_headers(self, provider: ProviderConfig) -> list[tuple[str, str]]:
-        return [("authorization", f"Bearer {provider.api_key}")] if provider.api_key else []
+        return auth_headers(provider)
 
     def parse_response(self, body: bytes) -> ResponseInfo:
         return parse_response(body)

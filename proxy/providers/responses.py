@@ -32,6 +32,7 @@ _TEXT_DELTAS = frozenset(
     }
 )
 _MAX_KEPT_TEXT = 4 * 1024 * 1024
+_KINDS = ("openai", "azure")  # the providers that serve the Responses API
 
 
 def parse_request(route: Route, raw: bytes) -> CallInfo:
@@ -115,12 +116,12 @@ class ResponsesAdapter:
     """The Responses API in OpenAI's wire format (any OpenAI-compatible provider)."""
 
     routes: tuple[Route, ...] = (
-        Route("/v1/responses", "responses", "chat", kinds=("openai",)),
+        Route("/v1/responses", "responses", "chat", kinds=_KINDS),
         Route(
             "/v1/responses/{response_id}",
             "responses.retrieve",
             "responses",
-            kinds=("openai",),
+            kinds=_KINDS,
             methods=("GET", "DELETE"),
             billed=False,
         ),
@@ -128,7 +129,7 @@ class ResponsesAdapter:
             "/v1/responses/{response_id}/input_items",
             "responses.input_items",
             "responses",
-            kinds=("openai",),
+            kinds=_KINDS,
             methods=("GET",),
             billed=False,
         ),
@@ -136,7 +137,7 @@ class ResponsesAdapter:
             "/v1/responses/{response_id}/cancel",
             "responses.cancel",
             "responses",
-            kinds=("openai",),
+            kinds=_KINDS,
             billed=False,
         ),
     )
@@ -147,7 +148,7 @@ class ResponsesAdapter:
         return parse_request(route, raw), raw
 
     def auth_headers(self, provider: ProviderConfig) -> list[tuple[str, str]]:
-        return [("authorization", f"Bearer {provider.api_key}")] if provider.api_key else []
+        return openai.auth_headers(provider)
 
     def parse_response(self, body: bytes) -> ResponseInfo:
         return parse_response(body)

@@ -160,4 +160,5 @@ def test_client_hang_up_mid_stream_is_recorded(proxy: ProxyServer, upstream: Fak
     assert req.done.wait(5) and req.outcome == "client-closed"
     row = proxy.wait_row(request_id)
     assert (row.outcome, row.usage_source) == ("client_cancelled", "estimated")
-    assert (row.input_tokens, row.output_tokens) == (3, 1)  # "user" + "Say hello"; "Hello"
+    # message_start's input (12) is exact and kept; only the output ("Hello") is estimated
+    assert (row.input_tokens, row.output_tokens) == (12, 1)

@@ -1,6 +1,6 @@
 """The conformance corpus: every wire fixture with an ``expect`` table, through the real proxy.
 
-Each scenario in tests/fixtures/{openai,anthropic,gemini}/index.toml that has ``call`` and
+Each scenario in tests/fixtures/{openai,anthropic,gemini,azure}/index.toml with ``call`` and
 ``expect`` is requested through a real spendgate server (its own route, its own auth header)
 from the fake upstream, and the ledger row is compared with the expected usage and the cost
 worked out by hand in the index file. One server serves the whole module.
@@ -20,6 +20,7 @@ from tests.fakeupstream.fixtures import CATALOG, Scenario
 from tests.fakeupstream.server import FakeUpstream
 
 KEY = "sg-corpus-key-0123456789"
+AZURE_UPSTREAM_KEY = "azure-upstream-key"
 SAY_HELLO = [{"role": "user", "content": "Say hello"}]
 
 # The built-in catalog has no per-search price for Claude; Anthropic lists web search at
@@ -60,6 +61,14 @@ def proxy(fake_upstream: FakeUpstream, tmp_path_factory: pytest.TempPathFactory)
             "openai": {"kind": "openai", "base_url": up, "api_key": "sk-up", "models": ["gpt-*"]},
             "anthropic": {"kind": "anthropic", "base_url": up, "api_key": "sk-ant-up"},
             "gemini": {"kind": "gemini", "base_url": up, "api_key": "AIza-up"},
+            # Azure-style calls name deployment chat-prod; routing gpt-4o stays with openai
+            "azure": {
+                "kind": "azure",
+                "base_url": up,
+                "api_key": AZURE_UPSTREAM_KEY,
+                "deployments": {"chat-prod": "gpt-4o"},
+                "models": [],
+            },
         },
         "keys": [{"key": KEY, "team": "corpus"}],
         "pricing": {"catalog": str(tmp / "prices.yaml")},
@@ -78,6 +87,9 @@ def _request(scenario: Scenario) -> tuple[str, dict[str, Any], dict[str, str]]:
     if path.startswith("/gemini/"):
         body = {"contents": [{"role": "user", "parts": [{"text": "Say hello"}]}]}
         return path + ("?alt=sse" if stream else ""), body, {"x-goog-api-key": KEY}
+    if path.startswith("/openai/"):  # Azure: the deployment in the path, the key in api-key
+        body = {"messages": SAY_HELLO, "stream": stream}
+        return path + "?api-version=2024-10-21", body, {"api-key": KEY}
     if path == "/v1/responses":
         body = {"model": model, "input": "Say hello", "stream": stream}
     else:
@@ -120,9 +132,12 @@ def test_corpus(name: str, proxy: ProxyServer, upstream: FakeUpstream) -> None:
             assert getattr(row, column) == Decimal(expect.pop(column)), column
     assert row.list_cost_usd == row.cost_usd  # no rate card in the corpus
     assert not expect, f"expect keys this test does not check: {sorted(expect)}"
-    assert row.provider == {"/anthropic": "anthropic", "/gemini": "gemini"}.get(
+    assert row.provider == {"/anthropic": "anthropic", "/gemini": "gemini", "/openai": "azure"}.get(
         "/" + path.split("/")[1], "openai"
     )
     # the provider got its own key in its own header, never the virtual key
     (req,) = upstream.requests
     assert KEY not in repr(req.headers) and "key=" not in req.query
+    if path.startswith("/openai/"):
+        assert req.headers["api-key"] == AZURE_UPSTREAM_KEY
+        assert req.path == path.partition("?")[0] and req.params["api-version"] == "2024-10-21"

@@ -139,6 +139,7 @@ def test_client_hang_up_mid_stream_is_recorded(proxy: ProxyServer, upstream: Fak
     req = upstream.requests[0]
     assert req.done.wait(5) and req.outcome == "client-closed"
     row = proxy.wait_row(request_id)
-    # only partial (prompt-only) metadata arrived: estimated from the request and "Hello"
+    # only partial (prompt-only) metadata arrived: its prompt count (12) is kept, the output
+    # is estimated from "Hello"
     assert (row.outcome, row.usage_source) == ("client_cancelled", "estimated")
-    assert (row.input_tokens, row.output_tokens) == (3, 1)
+    assert (row.input_tokens, row.output_tokens) == (12, 1)

@@ -1,4 +1,4 @@
-"""Wire fixtures: tests/fixtures/{openai,anthropic,gemini}/index.toml plus byte-exact bodies.
+"""Wire fixtures: tests/fixtures/{openai,anthropic,gemini,azure}/index.toml, byte-exact bodies.
 
 Kept apart from the server so that tests can compute what a client should receive (and what
 the ledger should say) without starting anything.
@@ -18,7 +18,7 @@ from typing import Any
 
 FIXTURES_ROOT = Path(__file__).resolve().parents[1] / "fixtures"
 FIXTURES_DIR = FIXTURES_ROOT / "openai"
-PROVIDER_DIRS = ("openai", "anthropic", "gemini")
+PROVIDER_DIRS = ("openai", "anthropic", "gemini", "azure")
 
 JSON_CONTENT_TYPE = "application/json"
 SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
@@ -129,7 +129,10 @@ class Catalog:
 
     def default_for(self, path: str, body: Any) -> str | None:
         """The scenario for a request that names none: by path, then by its stream flag."""
-        by_mode = self.defaults.get(normalise_path(path))
+        path = normalise_path(path)
+        by_mode = self.defaults.get(path)
+        if by_mode is None and path.startswith("/openai/"):  # Azure without its own scenario
+            by_mode = self.defaults.get(path.removeprefix("/openai"))
         if by_mode is None and ":" in path:  # Gemini: models/{model}:generateContent
             by_mode = self.defaults.get(":" + path.rsplit(":", 1)[1])
         if by_mode is None:
@@ -139,9 +142,16 @@ class Catalog:
 
 
 def normalise_path(path: str) -> str:
-    """Drop a leading /v1 so that base URLs with and without it both match."""
+    """Drop what comes before the API's own path: a /v1, with base URLs with and without it
+    matching, and any path of the base URL before it (OpenRouter's /api/v1/...). Azure's
+    /openai/deployments/{deployment}/X and /openai/v1/X both become /openai/X."""
     path = path.rstrip("/") or "/"
-    return path[3:] if path.startswith("/v1/") else path
+    if path.startswith("/openai/deployments/"):
+        return "/openai/" + path.removeprefix("/openai/deployments/").partition("/")[2]
+    if path.startswith("/openai/"):
+        return path.replace("/openai/v1/", "/openai/", 1)
+    _, v1, rest = path.partition("/v1/")
+    return "/" + rest if v1 else path
 
 
 def load_catalog(directory: Path = FIXTURES_DIR) -> Catalog:

@@ -16,6 +16,7 @@ from typing import Any
 from .fixtures import CATALOG, Catalog, Scenario
 from .wire import (
     RecordedRequest,
+    azure_refusal,
     float_header,
     head,
     not_found,
@@ -217,6 +218,9 @@ class FakeUpstream:
         self, request: RecordedRequest, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> bool:
         """Answer one request; True if the connection may carry another."""
+        refusal = azure_refusal(request)
+        if refusal is not None:
+            return await self._refuse(request, writer, *refusal)
         scenario = self._choose(request)
         request.scenario = scenario.name if isinstance(scenario, Scenario) else None
         request.request_id = f"req_{uuid.uuid4().hex}"
@@ -261,6 +265,21 @@ class FakeUpstream:
             return False
         finally:
             request._finish("complete")  # only if nothing above said otherwise
+
+    async def _refuse(
+        self, request: RecordedRequest, writer: asyncio.StreamWriter, status: int, body: bytes
+    ) -> bool:
+        """Answer with an error of the API's own, whatever scenario was asked for."""
+        request.request_id = f"req_{uuid.uuid4().hex}"
+        with self._cond:
+            self._requests.append(request)
+            self._cond.notify_all()
+        keep_alive = request.headers.get("connection", "").lower() != "close"
+        try:
+            await send_json(writer, request, status, body, {}, keep_alive)
+        finally:
+            request._finish("complete")
+        return keep_alive
 
     async def _stream(
         self,

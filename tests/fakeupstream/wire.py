@@ -127,6 +127,24 @@ def float_header(request: RecordedRequest, name: str) -> float | None:
     return None if value is None else float(value)
 
 
+def azure_refusal(request: RecordedRequest) -> tuple[int, bytes] | None:
+    """What Azure OpenAI answers a request to an /openai/ path that it would refuse: 401
+    without an ``api-key`` header or with a bearer token (our keys are API keys, never Entra
+    tokens), 404 without ``api-version`` outside the v1 paths. None when Azure would serve it."""
+    if not request.path.startswith("/openai/"):
+        return None
+    if "api-key" not in request.headers or "authorization" in request.headers:
+        message = (
+            "Access denied due to invalid subscription key or wrong API endpoint. Make sure to "
+            "provide a valid key for an active subscription and use a correct regional API "
+            "endpoint for your resource."
+        )
+        return 401, json.dumps({"error": {"code": "401", "message": message}}).encode()
+    if not request.path.startswith("/openai/v1/") and "api-version" not in request.params:
+        return 404, json.dumps({"error": {"code": "404", "message": "Resource not found"}}).encode()
+    return None
+
+
 def not_found(message: str) -> bytes:
     error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
     return (json.dumps({"error": error}, indent=2) + "\n").encode()

@@ -87,3 +87,60 @@ def test_loopback_detection():
     assert parse_config({"server": {"host": "localhost"}}, env={}).server.is_loopback
     assert parse_config({"server": {"host": "::1"}}, env={}).server.is_loopback
     assert not parse_config({"server": {"host": "0.0.0.0"}}, env={}).server.is_loopback
+
+
+@pytest.mark.parametrize(
+    ("providers", "message"),
+    [
+        ({"v1": {"kind": "openai"}}, "providers.v1: 'v1' is taken by spendgate's own /v1/ routes"),
+        ({"admin": {"kind": "mock"}}, "providers.admin: 'admin' is taken"),
+        ({"metrics": {}}, "providers.metrics: 'metrics' is taken"),
+        (
+            {"anthropic": {"kind": "openai", "base_url": "http://x"}},
+            "providers.anthropic: /anthropic/ is spendgate's built-in Anthropic route, so a "
+            "provider named 'anthropic' must be of kind anthropic",
+        ),
+        ({"gemini": {"kind": "mock"}}, "must be of kind gemini"),
+        ({"openai": {"kind": "anthropic"}}, "must be of kind openai or azure"),
+        ({"az": {"kind": "azure"}}, "providers.az.base_url: required for kind azure"),
+        ({"x": {"deployments": {"d": "gpt-4o"}}}, "providers.x.deployments: only for kind azure"),
+        ({"x": {"api_version": "v1"}}, "providers.x.api_version: only for kind azure"),
+        (
+            {"az": {"kind": "azure", "base_url": "https://a", "deployments": {"a/b": "m"}}},
+            "providers.az.deployments.a/b: a deployment name",
+        ),
+    ],
+)
+def test_provider_names_and_azure_settings(providers, message):
+    with pytest.raises(ConfigError) as info:
+        parse_config({"providers": providers}, env={})
+    assert message in str(info.value)
+
+
+def test_provider_kinds_and_defaults():
+    providers = {
+        "anthropic": {"kind": "anthropic"},  # a built-in prefix, with its own kind: fine
+        "openai": {"kind": "openai"},
+        "groq": {"base_url": "https://api.groq.com/openai/", "api_key": "gsk"},
+        "ollama": {"base_url": "http://localhost:11434"},
+        "azure": {
+            "base_url": "https://res.openai.azure.com/openai/",
+            "api_key": "k",
+            "deployments": {
+                "prod-4o": "gpt-4o",
+                "eu-4o": "gpt-4o",
+                "emb": "text-embedding-3-small",
+            },
+        },
+    }
+    by_name = {p.name: p for p in parse_config({"providers": providers}, env={}).providers}
+    groq, azure = by_name["groq"], by_name["azure"]
+    assert (groq.kind, groq.base_url) == ("openai", "https://api.groq.com/openai")
+    assert (azure.kind, azure.base_url, azure.api_version) == (
+        "azure",
+        "https://res.openai.azure.com",
+        "2024-10-21",
+    )
+    assert azure.models == ("gpt-4o", "text-embedding-3-small")  # routed by what it serves
+    # a key is required, except by a server of one's own
+    assert [n for n, p in by_name.items() if p.needs_key] == ["anthropic", "openai", "azure"]
