@@ -130,6 +130,8 @@ class AnthropicStreamMeter(EventMeter):
 
     __slots__ = ("_final", "_usage")
 
+    TEXT_EVENTS = (b"event: content_block_delta\n", b"event: content_block_delta\r\n")
+
     def __init__(self) -> None:
         super().__init__()
         self._usage: dict[str, Any] = {}
@@ -177,9 +179,6 @@ class AnthropicStreamMeter(EventMeter):
             else:  # cut off after message_start: its input counts are exact
                 self._info.partial_usage = usage_from(self._usage)
         return self._info
-
-    def streamed_text(self) -> str:
-        return "".join(self._text)
 
 
 class AnthropicAdapter:

@@ -125,20 +125,34 @@ class EventMeter:
     """Base of the meters that forward every chunk untouched and read whole SSE events.
 
     Subclasses implement ``_see(event)``; ``_text`` and ``_kept`` hold what streamed, for
-    counting when the provider never reports usage.
+    counting when the provider never reports usage. Events that can only carry streamed text
+    (``TEXT_EVENTS``: their ``event:`` line names a delta) are the bulk of a stream and matter
+    only when usage never comes, so they are kept raw and parsed on demand by
+    ``streamed_text()``, not as they pass.
     """
 
-    __slots__ = ("_info", "_kept", "_split", "_text")
+    __slots__ = ("_deferred", "_deferred_bytes", "_info", "_kept", "_split", "_text")
+
+    TEXT_EVENTS: tuple[bytes, ...] = ()  # e.g. b"event: content_block_delta\n"
+    MAX_DEFERRED = 4 * 1024 * 1024  # raw text events kept for an estimate (bytes)
 
     def __init__(self) -> None:
         self._split = EventSplitter()
         self._info = ResponseInfo()
         self._text: list[str] = []
         self._kept = 0
+        self._deferred: list[bytes] = []
+        self._deferred_bytes = 0
 
     def feed(self, chunk: bytes) -> bytes:
+        text_events = self.TEXT_EVENTS
         for ev in self._split.feed(chunk):
-            self._see(ev)
+            if text_events and ev.startswith(text_events):
+                if self._deferred_bytes < self.MAX_DEFERRED:
+                    self._deferred.append(ev)
+                    self._deferred_bytes += len(ev)
+            else:
+                self._see(ev)
         return chunk
 
     def finish(self) -> bytes:
@@ -146,6 +160,13 @@ class EventMeter:
         if tail.strip():
             self._see(tail)
         return b""
+
+    def streamed_text(self) -> str:
+        """The text streamed so far (parsing the deferred text events once)."""
+        deferred, self._deferred = self._deferred, []
+        for ev in deferred:
+            self._see(ev)
+        return "".join(self._text)
 
     def _see(self, ev: bytes) -> None:
         raise NotImplementedError

@@ -81,6 +81,10 @@ class ResponsesStreamMeter(EventMeter):
 
     __slots__ = ()
 
+    TEXT_EVENTS = tuple(
+        f"event: {kind}{end}".encode() for kind in sorted(_TEXT_DELTAS) for end in ("\n", "\r\n")
+    )
+
     def _see(self, ev: bytes) -> None:
         obj = json_object(event_data(ev))
         if obj is None:
@@ -107,9 +111,6 @@ class ResponsesStreamMeter(EventMeter):
 
     def info(self) -> ResponseInfo:
         return self._info
-
-    def streamed_text(self) -> str:
-        return "".join(self._text)
 
 
 class ResponsesAdapter:
