@@ -377,7 +377,8 @@ async def metrics(request: Request) -> Response:
     rt: Runtime = request.state.runtime
     if rt.telemetry is None or rt.telemetry.registry is None:
         return Response("prometheus metrics are off (telemetry.prometheus)\n", status_code=404)
-    body, content_type = rt.telemetry.metrics_text()
+    # rendered off the loop: a scrape of many series must not stall the calls in flight
+    body, content_type = await asyncio.to_thread(rt.telemetry.metrics_text)
     return Response(body, media_type=content_type)
 
 
