@@ -13,6 +13,7 @@ Alerts fired by a replay are not re-sent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -43,6 +44,7 @@ class Failover:
         self._journal: dict[str, Charge] = {}
         self._unsettled: list[SettleOp] = []
         self._last_seen: dict[str, Amounts] = {}
+        self._replaying = asyncio.Lock()
 
     def store_may_answer(self, now: float) -> bool:
         """Whether to try the store now (it is up, or the retry interval has passed)."""
@@ -92,14 +94,19 @@ class Failover:
 
     async def replay(self, store: BudgetStore, now_ms: int) -> None:
         """Send what was counted locally to ``store``; raises ``StoreUnavailable`` if still down."""
-        while self._unsettled:
-            await store.settle(self._unsettled[0])
-            self._unsettled.pop(0)
-        pending = list(self._journal.values())
-        if pending:
-            await store.charge(pending, now_ms)
-        for entry in pending:
-            if self._journal.get(entry.key) is entry:
-                del self._journal[entry.key]
-        self._local.clear()
-        log.warning("budget store is back: replayed %d locally counted counters", len(pending))
+        # One replay at a time: concurrent requests all see ``pending`` when the store comes
+        # back, and two replays would send the same settlement twice.
+        async with self._replaying:
+            if not self.pending:
+                return  # another request replayed it while this one waited
+            while self._unsettled:
+                await store.settle(self._unsettled[0])
+                self._unsettled.pop(0)
+            pending = list(self._journal.values())
+            if pending:
+                await store.charge(pending, now_ms)
+            for entry in pending:
+                if self._journal.get(entry.key) is entry:
+                    del self._journal[entry.key]
+            self._local.clear()
+            log.warning("budget store is back: replayed %d locally counted counters", len(pending))

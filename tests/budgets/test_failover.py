@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from pathlib import Path
 
@@ -88,6 +89,31 @@ async def test_open_store_does_not_need_redis_up(tmp_path: Path) -> None:
         server.start()
         budgets.clock = lambda: 10**10  # far past store_retry_s
         await spend(budgets, "0.1")
+    finally:
+        await store.aclose()
+        server.stop()
+
+
+async def test_concurrent_requests_replay_each_deferred_settlement_once(tmp_path: Path) -> None:
+    """When Redis returns, every waiting request sees something to replay; only one may."""
+    server = RedisServer(tmp_path, persistent=True)
+    server.start()
+    clock = Clock(JAN)
+    store = await open_store(server.url, namespace="fr", socket_timeout=0.3)
+    budgets = Budgets(store, team_budget("10"), clock=clock, fail_mode="open")
+    try:
+        held = [
+            await budgets.acquire(SEARCH, Demand(cost=Decimal("0.5"), tokens=1)) for _ in range(4)
+        ]
+        server.stop()
+        for r in held:  # each settlement fails and is kept to replay whole
+            r.mark_sent()
+            await r.settle(cost=Decimal("0.25"), tokens=1)
+        server.start()
+        clock.advance(budgets.store_retry_s)
+        await asyncio.gather(*(spend(budgets, "0.01") for _ in range(20)))
+        assert await budgets.reconcile()
+        assert await settled_usd(budgets) == Decimal("1.20")  # 4 x 0.25 + 20 x 0.01, once each
     finally:
         await store.aclose()
         server.stop()
