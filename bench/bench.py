@@ -1,29 +1,22 @@
-"""spendgate's benchmark driver: fake upstream, targets, wrk, interleaved rounds. Stdlib only.
+"""spendgate's benchmark driver: fake upstreams, targets, load, interleaved rounds. Stdlib only.
 
 One run = for each round, for each scenario, every target once (the target order rotates by
 one each round). Each proxy measurement gets a freshly started process: start, validate its
-JSON and SSE answers against the fixture, warm up at the same concurrency, wait for quiet,
-measure, read RSS, stop, then check the ledger got a row for every request. The fake upstream
-(nginx, canned answers) runs throughout on CPU 0 with wrk; the proxy runs alone on CPU 1.
+JSON and SSE answers against the fixture, warm up, wait for quiet, measure, read RSS, stop,
+then check the ledger got a row for every request. The fake upstreams (nginx with canned
+answers, the trickling SSE server) run throughout on CPU 0 with the load generators; the
+proxy runs alone on CPU 1. ``--soak N`` instead drives N requests through one process.
 
-    python bench/bench.py --help
+    python bench/bench.py --help          (scripts/bench installs what it needs first)
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import http.client
 import json
 import os
 import platform
-import re
-import resource
 import shutil
-import signal
-import socket
-import sqlite3
-import statistics
 import subprocess
 import sys
 import time
@@ -32,589 +25,33 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import fixtures
-
-HZ = os.sysconf("SC_CLK_TCK")
+import summarize
+from load import KINDS, Scenario, validate
+from peers import LiteLLM
+from procs import Procs, free_port, rss_mib, wait_machine_idle, wait_port
+from profiling import profile, snapshot, source_info
+from services import Services
+from targets import LOAD_CPU, Direct, NginxProxy, Running, Target, spendgate_targets
+from upstream import PROXY_KEY, upstream_conf
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-LUA = BENCH / "wrk" / "post.lua"
-
-UPSTREAM_PORT = 18100
-TARGET_PORT = 18101
-LOAD_CPU, PROXY_CPU = "0", "1"
-PROXY_KEY = "sk-bench"  # what the upstream expects
-CLIENT_KEY = "sk-client-bench"  # what clients of a proxy send (spendgate runs open on loopback)
-
-
-# --------------------------------------------------------------------------- processes
-
-
-class Procs:
-    """Every process the bench starts, recorded with its PID and stopped by PID."""
-
-    def __init__(self, pidfile: Path) -> None:
-        self.pidfile = pidfile
-        self.live: dict[int, tuple[str, subprocess.Popen]] = {}
-
-    def start(self, name: str, argv: list[str], log: Path, **kw) -> subprocess.Popen:
-        with open(log, "ab") as out:
-            p = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, **kw)
-        self.live[p.pid] = (name, p)
-        with open(self.pidfile, "a") as f:
-            f.write(f"{p.pid}\t{name}\t{' '.join(argv)}\n")
-        return p
-
-    def stop(self, p: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> float:
-        """SIGTERM (graceful: spendgate flushes its ledger), SIGKILL after ``timeout``."""
-        t0 = time.monotonic()
-        if p.poll() is None:
-            p.send_signal(sig)
-            try:
-                p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        self.live.pop(p.pid, None)
-        return time.monotonic() - t0
-
-    def stop_all(self) -> list[str]:
-        """Stop every recorded process; returns those still alive afterwards (should be none)."""
-        procs = list(self.live.items())
-        for _, (_, p) in procs:
-            self.stop(p, timeout=10)
-        return [f"{pid} {name}" for pid, (name, _) in procs if Path(f"/proc/{pid}").exists()]
-
-
-def cpu_ticks(pid: int) -> int:
-    """utime + stime of a process (all its threads), in clock ticks."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def cores() -> dict[str, tuple[int, int, int]]:
-    """Per-CPU (busy, total, steal) jiffies from /proc/stat."""
-    out = {}
-    with open("/proc/stat") as f:
-        for line in f:
-            m = re.match(r"cpu(\d+) (.*)", line)
-            if m:
-                v = [int(x) for x in m.group(2).split()]
-                idle = v[3] + v[4]
-                out[m.group(1)] = (sum(v[:8]) - idle, sum(v[:8]), v[7])
-    return out
-
-
-def busy_ticks(snap: dict) -> int:
-    return sum(v[0] for v in snap.values())
-
-
-def wait_machine_idle(max_wait: float, threshold_pct: float = 10.0) -> float:
-    """Other people's work (test suites) shares this machine: wait until it is quiet.
-
-    Returns the busy share of the last second, in % of one core. Called when none of our
-    processes is busy (the upstream idles between measurements).
-    """
-    t0 = time.monotonic()
-    while True:
-        a = cores()
-        time.sleep(1.0)
-        pct = 100 * (busy_ticks(cores()) - busy_ticks(a)) / HZ
-        if pct < threshold_pct or time.monotonic() - t0 > max_wait:
-            return round(pct, 1)
-
-
-def children_cpu_ticks() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return (r.ru_utime + r.ru_stime) * HZ
-
-
-def core_busy(before: dict, after: dict) -> dict[str, float]:
-    res = {}
-    for cpu in before:
-        busy = after[cpu][0] - before[cpu][0]
-        total = after[cpu][1] - before[cpu][1]
-        steal = after[cpu][2] - before[cpu][2]
-        res[f"cpu{cpu}_busy_pct"] = round(100 * busy / total, 1) if total else 0.0
-        res[f"cpu{cpu}_steal_pct"] = round(100 * steal / total, 2) if total else 0.0
-    return res
-
-
-def wait_port(port: int, p: subprocess.Popen | None, timeout: float = 60) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        if p is not None and p.poll() is not None:
-            raise RuntimeError(f"process exited with {p.returncode} before listening")
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            return time.monotonic() - t0
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port} after {timeout}s")
-
-
-def wait_port_free(port: int, timeout: float = 10) -> None:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            time.sleep(0.1)
-        except OSError:
-            return
-
-
-def wait_quiet(pid: int, max_wait: float = 3.0) -> None:
-    """Until the proxy spends < ~5% of a core over 200 ms (ledger flushes, GC), at least 0.5 s."""
-    time.sleep(0.5)
-    hz = os.sysconf("SC_CLK_TCK")
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < max_wait:
-        a = cpu_ticks(pid)
-        time.sleep(0.2)
-        if (cpu_ticks(pid) - a) / hz < 0.01:
-            return
-
-
-# --------------------------------------------------------------------------- upstream
-
-
-def _nginx_str(name: str, data: bytes, piece: int = 1500) -> tuple[list[str], str]:
-    """``set`` lines holding ``data`` in pieces (nginx caps one config token at ~4 KB)."""
-    text = data.decode()
-    if any(c in text for c in "'\\$"):
-        raise ValueError("fixture text must not contain ' \\ or $ (nginx string syntax)")
-    text = text.replace("\n", "\\n")  # nginx unescapes \n inside quoted strings
-    sets, refs = [], []
-    for i in range(0, len(text), piece):
-        chunk = text[i : i + piece]
-        if chunk.endswith("\\"):  # never split an escape
-            chunk = text[i : i + piece + 1]
-        sets.append(f"set ${name}{len(refs)} '{chunk}';")
-        refs.append(f"${name}{len(refs)}")
-    return sets, "".join(refs)
-
-
-def _nginx_prelude(workdir: Path, name: str) -> str:
-    """The settings both nginx instances (fake upstream, pass-through floor) share."""
-    return f"""worker_processes 1;
-master_process off;
-daemon off;
-pid {workdir}/{name}.pid;
-error_log {workdir}/{name}-error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {workdir}/tmp-body;
-    proxy_temp_path {workdir}/tmp-proxy;
-    fastcgi_temp_path {workdir}/tmp-fcgi;
-    uwsgi_temp_path {workdir}/tmp-uwsgi;
-    scgi_temp_path {workdir}/tmp-scgi;
-    keepalive_requests 1000000;
-"""
-
-
-def nginx_upstream_conf(workdir: Path, port: int, sse: bytes, js: bytes) -> str:
-    jsets, jref = _nginx_str("j", js)
-    ssets, sref = _nginx_str("s", sse)
-    return f"""# generated by bench/bench.py: the fake OpenAI upstream, canned answers
-{_nginx_prelude(workdir, "upstream")}    keepalive_timeout 120s;
-    client_body_buffer_size 64k;
-    server {{
-        listen 127.0.0.1:{port} reuseport backlog=4096;
-        location = /v1/chat/completions {{
-            if ($http_authorization != "Bearer {PROXY_KEY}") {{ return 401; }}
-            if ($http_x_bench_stream) {{ rewrite ^ /_sse last; }}
-            default_type application/json;
-            {" ".join(jsets)}
-            return 200 '{jref}';
-        }}
-        location = /_sse {{
-            internal;
-            default_type text/event-stream;
-            {" ".join(ssets)}
-            return 200 '{sref}';
-        }}
-        location / {{ return 404; }}
-    }}
-}}
-"""
-
-
-# --------------------------------------------------------------------------- targets
-
-
-@dataclass
-class Running:
-    url: str  # base URL the load goes to
-    proc: subprocess.Popen | None = None  # the process measured (None: nothing of ours)
-    ledger: Path | None = None  # SQLite ledger to count rows in
-    startup_s: float | None = None
-
-
-class Target:
-    """A thing to measure. Subclasses start a fresh process per measurement."""
-
-    name = ""
-    client_key = CLIENT_KEY
-
-    def start(self, env: Bench, workdir: Path) -> Running:
-        raise NotImplementedError
-
-    def stop(self, env: Bench, run: Running) -> float:
-        return env.procs.stop(run.proc) if run.proc else 0.0
-
-
-class Direct(Target):
-    name = "direct"
-    client_key = PROXY_KEY
-
-    def start(self, env: Bench, workdir: Path) -> Running:
-        return Running(url=f"http://127.0.0.1:{env.upstream_port}")
-
-
-class Spendgate(Target):
-    """``spendgate serve`` with a generated config: one OpenAI provider, SQLite ledger."""
-
-    def __init__(self, client: str) -> None:
-        self.client = client
-        self.name = f"spendgate-{client}"
-
-    def config(self, env: Bench, workdir: Path) -> str:
-        return f"""# generated by bench/bench.py
-server:
-  host: 127.0.0.1
-  port: {env.target_port}
-  upstream_client: {self.client}
-storage:
-  database_url: sqlite:///{workdir}/ledger.db
-providers:
-  openai:
-    kind: openai
-    base_url: http://127.0.0.1:{env.upstream_port}
-    api_key: {PROXY_KEY}
-    models: ["*"]
-"""
-
-    def start(self, env: Bench, workdir: Path) -> Running:
-        cfg = workdir / "spendgate.yaml"
-        cfg.write_text(self.config(env, workdir))
-        argv = [
-            "taskset",
-            "-c",
-            PROXY_CPU,
-            str(env.python),
-            "-m",
-            "proxy.cli",
-            "serve",
-            "--config",
-            str(cfg),
-            "--log-level",
-            "warning",
-        ]
-        e = dict(os.environ, PYTHONPATH=str(env.src))
-        t0 = time.monotonic()
-        p = env.procs.start(self.name, argv, workdir / "proxy.log", cwd=workdir, env=e)
-        wait_port(env.target_port, p)
-        return Running(
-            url=f"http://127.0.0.1:{env.target_port}",
-            proc=p,
-            ledger=workdir / "ledger.db",
-            startup_s=time.monotonic() - t0,
-        )
-
-
-class SpendgateVariant(Spendgate):
-    """spendgate on aiohttp with extra config: what budgets and telemetry cost per call.
-
-    ``redis`` points the budget store at BENCH_REDIS_URL (default the machine's
-    redis://127.0.0.1:6379/15); ``{otlp}`` in env values is the driver's OTLP sink.
-    """
-
-    def __init__(
-        self, name: str, extra: str, env_vars: dict[str, str] | None = None, redis: bool = False
-    ) -> None:
-        super().__init__("aiohttp")
-        self.name = name
-        self.extra = extra
-        self.env_vars = env_vars or {}
-        self.redis = redis
-
-    def config(self, env: Bench, workdir: Path) -> str:
-        text = super().config(env, workdir) + self.extra
-        if self.redis:
-            url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
-            line = f"  database_url: sqlite:///{workdir}/ledger.db\n"
-            text = text.replace(line, line + f"  redis_url: {url}\n")
-        return text
-
-    def start(self, env: Bench, workdir: Path) -> Running:
-        if self.env_vars:
-            sink = otlp_sink()
-            for k, v in self.env_vars.items():
-                os.environ[k] = v.format(otlp=f"http://127.0.0.1:{sink}")
-        try:
-            return super().start(env, workdir)
-        finally:
-            for k in self.env_vars:
-                os.environ.pop(k, None)
-
-
-_SINK: list[int] = []
-
-
-def otlp_sink() -> int:
-    """A local OTLP/HTTP receiver that accepts and discards, started once per bench run."""
-    if not _SINK:
-        import http.server
-        import threading
-
-        class Sink(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("content-length") or 0))
-                self.send_response(200)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sink)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        _SINK.append(server.server_address[1])
-    return _SINK[0]
-
-
-_QUIET = """telemetry: {prometheus: false, access_log: false}
-"""
-_BUDGETS = """budgets:
-  - {scope: team, match: default, period: month, limit_usd: 1000000, mode: hard}
-  - {scope: global, period: day, limit_tokens: 100000000000, mode: soft}
-rate_limits:
-  - {scope: team, match: default, rpm: 100000000, tpm: 100000000000}
-"""
-
-
-class NginxProxy(Target):
-    """nginx as a pure reverse proxy to the same upstream: the floor for any proxy."""
-
-    name = "nginx-proxy"
-
-    def start(self, env: Bench, workdir: Path) -> Running:
-        conf = workdir / "nginx-proxy.conf"
-        prelude = _nginx_prelude(workdir, "proxy")
-        up = f"127.0.0.1:{env.upstream_port}"
-        conf.write_text(f"""{prelude}    upstream up {{ server {up}; keepalive 256; }}
-    server {{
-        listen 127.0.0.1:{env.target_port};
-        location / {{
-            proxy_pass http://up;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_set_header Authorization "Bearer {PROXY_KEY}";
-            proxy_buffering off;
-        }}
-    }}
-}}
-""")
-        argv = ["taskset", "-c", PROXY_CPU, env.nginx, "-c", str(conf), "-p", str(workdir)]
-        t0 = time.monotonic()
-        p = env.procs.start(self.name, argv, workdir / "proxy.log")
-        wait_port(env.target_port, p)
-        return Running(
-            url=f"http://127.0.0.1:{env.target_port}", proc=p, startup_s=time.monotonic() - t0
-        )
-
 
 TARGETS: dict[str, Target] = {
-    t.name: t
-    for t in (
-        Direct(),
-        NginxProxy(),
-        Spendgate("aiohttp"),
-        Spendgate("httpx"),
-        Spendgate("httpx-aiohttp"),
-        # what each feature costs, against spendgate-quiet (no telemetry, no budgets):
-        SpendgateVariant("spendgate-quiet", _QUIET),
-        SpendgateVariant("spendgate-budgets-memory", _QUIET + _BUDGETS),
-        SpendgateVariant("spendgate-budgets-redis", _QUIET + _BUDGETS, redis=True),
-        SpendgateVariant(
-            "spendgate-telemetry-otlp",
-            "",
-            {"OTEL_EXPORTER_OTLP_ENDPOINT": "{otlp}", "OTEL_METRIC_EXPORT_INTERVAL": "5000"},
-        ),
-    )
+    t.name: t for t in (Direct(), NginxProxy(), *spendgate_targets(), LiteLLM())
 }
-DEFAULT_TARGETS = "direct,spendgate-aiohttp,spendgate-httpx,spendgate-httpx-aiohttp"
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    stream: bool
-    connections: int
-
+DEFAULT_TARGETS = "direct,nginx-proxy,spendgate-aiohttp,spendgate-full,spendgate-granian,litellm"
 
 SCENARIOS = {
-    f"{kind}-c{c}": Scenario(f"{kind}-c{c}", kind == "sse", c)
-    for kind in ("json", "sse")
-    for c in (1, 8, 64)
+    **{
+        f"{kind}-c{c}": Scenario(f"{kind}-c{c}", "wrk", kind == "sse", c)
+        for kind in ("json", "sse")
+        for c in (1, 8, 64)
+    },
+    "mix-100k": Scenario("mix-100k", "mix", False, 8),
+    "sse-ttfb": Scenario("sse-ttfb", "trickle", True, 1),
 }
-DEFAULT_SCENARIOS = "json-c1,json-c8,sse-c1,sse-c8"
-
-
-# --------------------------------------------------------------------------- one measurement
-
-
-def post(url: str, body: bytes, key: str, stream: bool) -> tuple[int, dict, bytes]:
-    host, port = url.split("//")[1].split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
-    if stream:
-        headers["x-bench-stream"] = "1"
-    conn.request("POST", "/v1/chat/completions", body=body, headers=headers)
-    r = conn.getresponse()
-    data = r.read()
-    conn.close()
-    return r.status, {k.lower(): v for k, v in r.getheaders()}, data
-
-
-def validate(run: Running, key: str, bodies: dict[bool, Path]) -> list[str]:
-    problems = []
-    for stream in (False, True):
-        status, _, data = post(run.url, bodies[stream].read_bytes(), key, stream)
-        kind = "SSE" if stream else "JSON"
-        if status != 200:
-            problems.append(f"{kind}: HTTP {status}: {data[:200]!r}")
-            continue
-        why = fixtures.check_sse(data) if stream else fixtures.check_json(data)
-        if why:
-            problems.append(f"{kind}: {why}")
-    return problems
-
-
-def wrk(env: Bench, url: str, sc: Scenario, seconds: float, key: str, log: Path) -> dict:
-    argv = [
-        "taskset",
-        "-c",
-        LOAD_CPU,
-        env.wrk,
-        "-t1",
-        f"-c{sc.connections}",
-        f"-d{seconds:g}s",
-        "--timeout",
-        "10s",
-        "-s",
-        str(LUA),
-        url + "/v1/chat/completions",
-    ]
-    e = dict(
-        os.environ,
-        BENCH_BODY=str(env.bodies[sc.stream]),
-        BENCH_AUTH=key,
-        BENCH_STREAM="1" if sc.stream else "0",
-    )
-    r0 = children_cpu_ticks()
-    p = env.procs.start("wrk", argv, log, env=e)
-    try:
-        p.wait(seconds + 30)  # wrk stops by itself after -d; this is a safety net
-    finally:
-        env.procs.stop(p)
-    text = log.read_text()
-    found = re.findall(r"BENCH_RESULT (\{.*\})", text)
-    if not found:
-        raise RuntimeError(f"wrk printed no result: {text[-500:]}")
-    res = json.loads(found[-1])
-    # wrk's summary.requests counts every completed response, whatever its status.
-    res["errors"] = sum(res[k] for k in res if k.startswith("err_"))
-    res["wrk_cpu_ticks"] = children_cpu_ticks() - r0
-    return res
-
-
-def ledger_rows(path: Path | None) -> dict[str, int] | None:
-    if path is None or not path.exists():
-        return None
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    try:
-        rows = db.execute("select outcome, count(*) from ledger_calls group by outcome").fetchall()
-    except sqlite3.OperationalError:
-        rows = []
-    finally:
-        db.close()
-    return {str(k): int(v) for k, v in rows}
-
-
-def measure(env: Bench, target: Target, sc: Scenario, rnd: int, attempt: int = 0) -> dict:
-    workdir = env.workdir / f"r{rnd}-{sc.name}-{target.name}" / f"a{attempt}"
-    workdir.mkdir(parents=True)
-    rec: dict = {"target": target.name, "scenario": sc.name, "round": rnd}
-    rec["idle_before_pct"] = wait_machine_idle(env.args.idle_wait)
-    run = target.start(env, workdir)
-    hz = HZ
-    try:
-        rec["startup_s"] = run.startup_s and round(run.startup_s, 2)
-        problems = validate(run, target.client_key, env.bodies)
-        if problems:
-            rec["validation"] = problems
-            return rec
-        pid = run.proc.pid if run.proc else None
-        if pid:
-            rec["rss_start_mib"] = round(rss_mib(pid), 1)
-        wrk(env, run.url, sc, env.args.warmup, target.client_key, workdir / "warmup.log")
-        if pid:
-            wait_quiet(pid)
-        else:
-            time.sleep(0.5)
-        rows0 = ledger_rows(run.ledger)
-        c0, u0, k0 = (cpu_ticks(pid) if pid else 0), cpu_ticks(env.upstream.pid), cores()
-        t0 = time.monotonic()
-        res = wrk(env, run.url, sc, env.args.duration, target.client_key, workdir / "wrk.log")
-        wall = time.monotonic() - t0
-        c1, u1, k1 = (cpu_ticks(pid) if pid else 0), cpu_ticks(env.upstream.pid), cores()
-        n = max(res["requests"], 1)
-        rec.update(
-            rps=round(res["requests"] / (res["duration_us"] / 1e6), 1),
-            p50_ms=res["p50_us"] / 1000,
-            p90_ms=res["p90_us"] / 1000,
-            p99_ms=res["p99_us"] / 1000,
-            max_ms=res["max_us"] / 1000,
-            requests=res["requests"],
-            errors=res["errors"],
-            wrk=res,
-            upstream_cpu_us_per_req=round((u1 - u0) / hz * 1e6 / n, 1),
-            wall_s=round(wall, 2),
-            **core_busy(k0, k1),
-        )
-        # CPU on either core that is neither the proxy, the upstream nor wrk: someone else's.
-        ours = (c1 - c0) + (u1 - u0) + res["wrk_cpu_ticks"]
-        rec["foreign_pct"] = round(100 * (busy_ticks(k1) - busy_ticks(k0) - ours) / hz / wall, 1)
-        if pid:
-            rec["cpu_us_per_req"] = round((c1 - c0) / hz * 1e6 / n, 1)
-            rec["rss_end_mib"] = round(rss_mib(pid), 1)
-        if run.ledger is not None:
-            rec["stop_s"] = round(target.stop(env, run), 2)
-            run.proc = None
-            rows1 = ledger_rows(run.ledger) or {}
-            before = sum((rows0 or {}).values())
-            rec["ledger_rows"] = sum(rows1.values()) - before
-            rec["ledger_outcomes"] = rows1
-            # wrk ends with up to `connections` requests in flight; the proxy still records
-            # them (outcome ok or client_cancelled), so rows may exceed requests by that much.
-            rec["ledger_lost"] = max(0, res["requests"] - rec["ledger_rows"])
-    finally:
-        target.stop(env, run)
-        wait_port_free(env.target_port)
-    return rec
-
-
-# --------------------------------------------------------------------------- the run
+DEFAULT_SCENARIOS = "json-c1,json-c8,json-c64,sse-c8,sse-c64,mix-100k,sse-ttfb"
 
 
 @dataclass
@@ -627,110 +64,101 @@ class Bench:
     wrk: str
     python: Path
     src: Path
-    upstream_port: int = UPSTREAM_PORT
-    target_port: int = TARGET_PORT
+    upstream_port: int = 0
+    trickle_port: int = 0
     bodies: dict = field(default_factory=dict)
     upstream: subprocess.Popen | None = None
+    trickle: subprocess.Popen | None = None
+    services: Services = None  # type: ignore[assignment]
+    versions: dict = field(default_factory=dict)
+    client_python: str = sys.executable
+
+    def ledger_rows(self, run: Running) -> dict[str, int] | None:
+        """Ledger rows by outcome: SQLite read directly, PostgreSQL through the venv."""
+        url = run.ledger
+        if url is None:
+            return None
+        if url.startswith("sqlite:///"):
+            import sqlite3
+
+            path = Path(url[len("sqlite:///") :])
+            if not path.exists():
+                return None
+            db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+            try:
+                q = "select outcome, count(*) from ledger_calls group by outcome"
+                rows = db.execute(q).fetchall()
+            except sqlite3.OperationalError:
+                rows = []
+            finally:
+                db.close()
+            return {str(k): int(v) for k, v in rows}
+        return self.services.count_rows(url)
 
 
-def _median_spread(vals: list[float]) -> tuple[float, float]:
-    vals = [v for v in vals if v is not None]
-    if not vals:
-        return float("nan"), float("nan")
-    med = statistics.median(vals)
-    spread = (max(vals) - min(vals)) / 2 / med * 100 if med else 0.0
-    return med, spread
-
-
-def summarise(records: list[dict], targets: list[str], scenarios: list[str]) -> dict:
-    out: dict = {}
-    for sc in scenarios:
-        direct = [
-            r for r in records if r["scenario"] == sc and r["target"] == "direct" and "rps" in r
-        ]
-        d50 = statistics.median([r["p50_ms"] for r in direct]) if direct else None
-        for t in targets:
-            rs = [r for r in records if r["scenario"] == sc and r["target"] == t and "rps" in r]
-            if not rs:
-                continue
-            s: dict = {"runs": len(rs)}
-            for k in (
-                "rps",
-                "p50_ms",
-                "p90_ms",
-                "p99_ms",
-                "cpu_us_per_req",
-                "upstream_cpu_us_per_req",
-                "rss_start_mib",
-                "rss_end_mib",
-                "cpu0_busy_pct",
-                "cpu1_busy_pct",
-                "startup_s",
-                "foreign_pct",
-            ):
-                vals = [r[k] for r in rs if r.get(k) is not None]
-                if vals:
-                    med, spread = _median_spread(vals)
-                    s[k] = round(med, 3)
-                    s[k + "_spread_pct"] = round(spread, 1)
-            s["errors"] = sum(r["errors"] for r in rs)
-            s["requests"] = sum(r["requests"] for r in rs)
-            if any("ledger_rows" in r for r in rs):
-                s["ledger_rows"] = sum(r.get("ledger_rows", 0) for r in rs)
-                s["ledger_lost"] = sum(r.get("ledger_lost", 0) for r in rs)
-            if d50 is not None and t != "direct":
-                s["overhead_p50_ms"] = round(s["p50_ms"] - d50, 3)
-            out.setdefault(sc, {})[t] = s
-    return out
-
-
-def _fmt(v: float | None, spread: float | None = None, digits: int = 0) -> str:
-    if v is None:
-        return "-"
-    text = f"{v:,.{digits}f}"
-    return f"{text} (±{spread:.0f}%)" if spread is not None else text
-
-
-def table(summary: dict) -> str:
-    lines = [
-        "| scenario | target | req/s | p50 ms | p99 ms | overhead p50 ms | CPU µs/req "
-        "| RSS MiB start→end | ledger rows / requests | errors | core0/core1 % |",
-        "|---|---|---:|---:|---:|---:|---:|---|---|---:|---|",
-    ]
-    for sc, per in summary.items():
-        for t, s in per.items():
-            ledger = (
-                f"{s['ledger_rows']:,} / {s['requests']:,}"
-                + (f" (**{s['ledger_lost']} lost**)" if s.get("ledger_lost") else "")
-                if "ledger_rows" in s
-                else "-"
-            )
-            rss = f"{s['rss_start_mib']:.0f}→{s['rss_end_mib']:.0f}" if "rss_end_mib" in s else "-"
-            lines.append(
-                f"| {sc} | {t} | {_fmt(s['rps'], s['rps_spread_pct'])} "
-                f"| {_fmt(s['p50_ms'], s['p50_ms_spread_pct'], 3)} "
-                f"| {_fmt(s['p99_ms'], s['p99_ms_spread_pct'], 2)} "
-                f"| {_fmt(s.get('overhead_p50_ms'), None, 3)} "
-                f"| {_fmt(s.get('cpu_us_per_req'), s.get('cpu_us_per_req_spread_pct'))} "
-                f"| {rss} | {ledger} | {s['errors']} "
-                f"| {s.get('cpu0_busy_pct', 0):.0f}/{s.get('cpu1_busy_pct', 0):.0f} |"
-            )
-    return "\n".join(lines)
+def measure(env: Bench, target: Target, sc: Scenario, rnd: int, attempt: int = 0) -> dict:
+    workdir = env.workdir / f"r{rnd}-{sc.name}-{target.name}" / f"a{attempt}"
+    workdir.mkdir(parents=True)
+    rec: dict = {"target": target.name, "scenario": sc.name, "round": rnd}
+    if target.skipped:
+        return {**rec, "skipped": target.skipped}
+    rec["idle_before_pct"] = wait_machine_idle(env.args.idle_wait)
+    run = target.start(env, workdir, free_port())
+    try:
+        rec["startup_s"] = run.startup_s and round(run.startup_s, 2)
+        problems = validate(run, target.client_key, env.bodies, target.lenient)
+        if problems:
+            return {**rec, "validation": problems}
+        pid = run.proc.pid if run.proc else None  # type: ignore[attr-defined]
+        if pid:
+            rec["rss_start_mib"] = round(rss_mib(pid), 1)
+        rec.update(KINDS[sc.kind](env, target, run, sc, rnd, workdir))
+        if pid:
+            rec["rss_end_mib"] = round(rss_mib(pid), 1)
+        rows0 = rec.pop("_rows0", None)
+        if run.ledger is not None and "requests" in rec:
+            rec["stop_s"] = round(target.stop(env, run), 2)
+            run.proc = None
+            rows1 = env.ledger_rows(run) or {}
+            rec["ledger_rows"] = sum(rows1.values()) - sum((rows0 or {}).values())
+            rec["ledger_outcomes"] = rows1
+            # wrk ends with up to `connections` requests in flight; the proxy still records
+            # them (outcome ok or client_cancelled), so rows may exceed requests by that much.
+            rec["ledger_lost"] = max(0, rec["requests"] - rec["ledger_rows"])
+    finally:
+        target.stop(env, run)
+    return rec
 
 
 def environment(env: Bench) -> dict:
-    py = subprocess.run(
-        [
-            str(env.python),
-            "-c",
-            "import importlib.metadata as m, json, sys; print(json.dumps({'python': sys.version."
-            "split()[0], **{n: m.version(n) for n in ('spendgate', 'starlette', 'uvicorn', "
-            "'uvloop', 'httptools', 'aiohttp', 'httpx', 'httpcore', 'httpx-aiohttp', 'sniffio', "
-            "'anyio', 'orjson', 'sqlmodel', 'aiosqlite')}}))",
-        ],
-        capture_output=True,
-        text=True,
+    names = (
+        "spendgate",
+        "starlette",
+        "uvicorn",
+        "uvloop",
+        "httptools",
+        "granian",
+        "aiohttp",
+        "httpx",
+        "httpcore",
+        "httpx-aiohttp",
+        "sniffio",
+        "anyio",
+        "orjson",
+        "sqlmodel",
+        "aiosqlite",
+        "asyncpg",
+        "redis",
+        "opentelemetry-sdk",
+        "tiktoken",
     )
+    code = (
+        "import importlib.metadata as m, json, sys\n"
+        f"out = {{'python': sys.version.split()[0]}}\nfor n in {names!r}:\n"
+        "    try: out[n] = m.version(n)\n    except m.PackageNotFoundError: out[n] = None\n"
+        "print(json.dumps(out))"
+    )
+    py = subprocess.run([str(env.python), "-c", code], capture_output=True, text=True)
     cpu = next(
         (
             ln.split(":", 1)[1].strip()
@@ -742,142 +170,38 @@ def environment(env: Bench) -> dict:
     timeit = subprocess.run(
         [sys.executable, "-m", "timeit", "sum(range(1000000))"], capture_output=True, text=True
     ).stdout.strip()
+    deb = Path("/etc/debian_version")
+    mem = next(ln.split()[1] for ln in open("/proc/meminfo") if ln.startswith("MemTotal"))
     return {
         "kernel": platform.release(),
         "cpu": cpu,
         "ncpu": os.cpu_count(),
-        "os": Path("/etc/debian_version").read_text().strip()
-        if Path("/etc/debian_version").exists()
-        else platform.platform(),
+        "mem_gib": round(int(mem) / 2**20, 1),
+        "os": f"Debian {deb.read_text().strip()}" if deb.exists() else platform.platform(),
         "nginx": subprocess.run([env.nginx, "-v"], capture_output=True, text=True).stderr.strip(),
         "wrk": subprocess.run([env.wrk, "-v"], capture_output=True, text=True)
         .stdout.split("\n")[0]
         .strip(),
         "timeit_sum_range_1e6": timeit,
         "proxy_venv": json.loads(py.stdout) if py.returncode == 0 else py.stderr[-300:],
+        **env.versions,
     }
 
 
-def profile(env: Bench, target: Target, sc: Scenario) -> None:
-    """py-spy record of one target under one scenario: raw stacks + a self/inclusive top list."""
-    pyspy = env.python.parent / "py-spy"
-    if not pyspy.exists():
-        sys.exit(f"{pyspy} not found: .venv/bin/pip install py-spy")
-    workdir = env.workdir / f"profile-{sc.name}-{target.name}"
-    workdir.mkdir(parents=True)
-    run = target.start(env, workdir)
-    try:
-        assert run.proc is not None
-        wrk(env, run.url, sc, env.args.warmup, target.client_key, workdir / "warmup.log")
-        raw = env.resdir / f"profile-{target.name}-{sc.name}.txt"
-        secs = max(int(env.args.duration) - 2, 3)
-        spy = env.procs.start(
-            "py-spy",
-            [
-                "taskset",
-                "-c",
-                LOAD_CPU,
-                str(pyspy),
-                "record",
-                "-p",
-                str(run.proc.pid),
-                "-d",
-                str(secs),
-                "-r",
-                "200",
-                "-f",
-                "raw",
-                "-o",
-                str(raw),
-                "--nonblocking",
-            ],
-            workdir / "py-spy.log",
-        )
-        wrk(env, run.url, sc, env.args.duration, target.client_key, workdir / "wrk.log")
-        spy.wait(30)
-        env.procs.stop(spy)
-        top = stack_top(raw)
-        (env.resdir / f"profile-{target.name}-{sc.name}-top.txt").write_text(top)
-        print(top)
-    finally:
-        target.stop(env, run)
-
-
-def stack_top(raw: Path, n: int = 35) -> str:
-    """Self and inclusive sample shares per function from py-spy's collapsed stacks."""
-    self_c: dict[str, int] = {}
-    incl: dict[str, int] = {}
-    by_pkg: dict[str, int] = {}
-    total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        c = int(count)
-        total += c
-        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
-        self_c[frames[-1]] = self_c.get(frames[-1], 0) + c
-        m = re.search(r"\(([^/)]+)[/)]", frames[-1])
-        pkg = m.group(1) if m else "?"
-        by_pkg[pkg] = by_pkg.get(pkg, 0) + c
-        for f in set(frames):
-            incl[f] = incl.get(f, 0) + c
-    out = [f"samples: {total}", "", "self %  by the leaf frame's package (file's first folder)"]
-    for pkg, c in sorted(by_pkg.items(), key=lambda x: -x[1])[:20]:
-        out.append(f"{100 * c / total:5.1f}  {pkg}")
-    out += ["", "self %  function (file)"]
-    for f, c in sorted(self_c.items(), key=lambda x: -x[1])[:n]:
-        out.append(f"{100 * c / total:5.1f}  {f}")
-    out += ["", "inclusive %  function (file)"]
-    for f, c in sorted(incl.items(), key=lambda x: -x[1])[:n]:
-        out.append(f"{100 * c / total:5.1f}  {f}")
-    return "\n".join(out) + "\n"
-
-
-def snapshot(repo: Path, dest: Path) -> Path:
-    """Copy the packages under test, so every measurement of a run sees the same code."""
-    for pkg in ("proxy", "pricing", "budgets"):
-        if (repo / pkg).is_dir():
-            shutil.copytree(
-                repo / pkg, dest / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-            )
-    return dest
-
-
-def source_info(repo: Path, snap: Path) -> dict:
-    def git(*a: str) -> str:
-        r = subprocess.run(["git", "-C", str(repo), *a], capture_output=True, text=True)
-        return r.stdout.strip()
-
-    digest = hashlib.sha256()
-    for f in sorted(snap.rglob("*")):
-        if f.is_file():
-            digest.update(str(f.relative_to(snap)).encode() + f.read_bytes())
-    dirty = [
-        ln[3:]
-        for ln in git("status", "--porcelain", "--", "proxy", "pricing", "budgets").splitlines()
-    ]
-    return {
-        "git_head": git("rev-parse", "HEAD"),
-        "dirty_paths": dirty,
-        "snapshot_sha256": digest.hexdigest()[:16],
-    }
-
-
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument(
         "--targets",
         default=DEFAULT_TARGETS,
-        help=f"comma list of {', '.join(TARGETS)} (default: %(default)s)",
+        help=f"comma list of {', '.join(TARGETS)}\n(default: %(default)s)",
     )
     ap.add_argument(
         "--scenarios",
         default=DEFAULT_SCENARIOS,
-        help=f"comma list of {', '.join(SCENARIOS)} (default: %(default)s)",
+        help=f"comma list of {', '.join(SCENARIOS)}\n(default: %(default)s)",
     )
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--duration", type=int, default=10, help="measured seconds per run")
+    ap.add_argument("--duration", type=int, default=10, help="measured seconds per run (per phase)")
     ap.add_argument("--warmup", type=int, default=3, help="warm-up seconds per run")
     ap.add_argument(
         "--max-foreign",
@@ -887,10 +211,38 @@ def main() -> int:
         "core during it (default %(default)s)",
     )
     ap.add_argument("--retries", type=int, default=1, help="redos allowed per measurement")
+    g = ap.add_argument_group("mix-100k")
+    g.add_argument(
+        "--mix-delay-ms",
+        type=float,
+        default=10,
+        help="pause of each small-request connection between calls (default 10)",
+    )
+    g.add_argument("--mix-big-connections", type=int, default=1)
+    g.add_argument(
+        "--mix-big-delay-ms",
+        type=float,
+        default=100,
+        help="pause of each 100k-prompt connection between calls (default 100)",
+    )
+    g = ap.add_argument_group("sse-ttfb (trickling upstream)")
+    g.add_argument("--trickle-events", type=int, default=20)
+    g.add_argument("--trickle-interval-ms", type=float, default=20)
+    g.add_argument("--trickle-streams", type=int, default=10)
+    g = ap.add_argument_group("memory soak (instead of rounds)")
+    g.add_argument("--soak", type=int, metavar="N", help="drive N requests through one process")
+    g.add_argument("--soak-every", type=int, metavar="X", help="RSS sample interval (N/50)")
+    g.add_argument("--soak-target", default="spendgate-aiohttp")
+    g.add_argument("--soak-scenario", default="json-c8")
     ap.add_argument(
         "--profile",
         metavar="TARGET:SCENARIO",
         help="instead of a run: py-spy record one target under one scenario",
+    )
+    ap.add_argument(
+        "--no-install",
+        action="store_true",
+        help="never install LiteLLM's venv (skip the target if it is missing)",
     )
     ap.add_argument(
         "--python",
@@ -912,20 +264,25 @@ def main() -> int:
     )
     ap.add_argument("--out", default=str(BENCH / "results"))
     args = ap.parse_args()
-
-    targets = [t for t in args.targets.split(",") if t]
-    scenarios = [s for s in args.scenarios.split(",") if s]
-    for t in targets:
+    args.target_list = [t for t in args.targets.split(",") if t]
+    args.scenario_list = [s for s in args.scenarios.split(",") if s]
+    if args.soak:
+        args.target_list, args.scenario_list = [args.soak_target], [args.soak_scenario]
+    if args.profile:
+        args.target_list, args.scenario_list = ([x] for x in args.profile.split(":", 1))
+    for t in args.target_list:
         if t not in TARGETS:
             ap.error(f"unknown target {t!r}")
-    for s in scenarios:
+    for s in args.scenario_list:
         if s not in SCENARIOS:
             ap.error(f"unknown scenario {s!r}")
+    return args
+
+
+def setup(args: argparse.Namespace, stamp: str) -> Bench:
     nginx, wrk_bin = shutil.which("nginx") or "/usr/sbin/nginx", shutil.which("wrk")
     if not wrk_bin or not Path(nginx).exists():
         sys.exit("needs nginx and wrk: apt-get install nginx-light wrk (scripts/bench does it)")
-
-    stamp = time.strftime("%Y%m%d-%H%M%S") + ("-profile" if args.profile else "")
     resdir = Path(args.out) / stamp
     workdir = Path("/tmp/spendgate-bench") / stamp
     resdir.mkdir(parents=True)
@@ -933,6 +290,7 @@ def main() -> int:
     procs = Procs(workdir / "pids.txt")
     src = snapshot(Path(args.src), workdir / "src")
     env = Bench(args, workdir, resdir, procs, nginx, wrk_bin, Path(args.python), src)
+    env.services = Services(env)
     chk = subprocess.run(
         [args.python, "-c", "import proxy.app"],
         capture_output=True,
@@ -942,97 +300,133 @@ def main() -> int:
     )
     if chk.returncode:
         sys.exit(f"the snapshot of {args.src} does not import:\n{chk.stderr[-1500:]}")
-    for stream in (False, True):
-        path = workdir / ("request-sse.json" if stream else "request.json")
-        path.write_bytes(fixtures.request_body(stream=stream))
-        env.bodies[stream] = path
+    for key, name, data in (
+        (False, "request.json", fixtures.request_body(stream=False)),
+        (True, "request-sse.json", fixtures.request_body(stream=True)),
+        ("big", "request-100k.json", fixtures.big_request_body()),
+    ):
+        (workdir / name).write_bytes(data)
+        env.bodies[key] = workdir / name
+    return env
 
-    env_source = source_info(Path(args.src), src)
-    t_start = time.monotonic()
-    records: list[dict] = []
-    summary: dict = {}
-    left: list[str] = []
-    try:
-        conf = workdir / "upstream.conf"
-        conf.write_text(
-            nginx_upstream_conf(
-                workdir, env.upstream_port, fixtures.chat_sse(), fixtures.chat_json()
-            )
-        )
-        env.upstream = procs.start(
-            "upstream-nginx",
-            ["taskset", "-c", LOAD_CPU, nginx, "-c", str(conf), "-p", str(workdir)],
-            workdir / "upstream.log",
-        )
-        wait_port(env.upstream_port, env.upstream)
-        probs = validate(TARGETS["direct"].start(env, workdir), PROXY_KEY, env.bodies)
-        if probs:
-            sys.exit(f"the fake upstream does not serve the fixture: {probs}")
 
-        if args.profile:
-            tname, sname = args.profile.split(":")
-            profile(env, TARGETS[tname], SCENARIOS[sname])
-            return 0
+def start_upstreams(env: Bench) -> None:
+    """nginx with the canned answers and the trickling SSE server, both on CPU 0."""
+    env.upstream_port, env.trickle_port = free_port(), free_port()
+    conf = env.workdir / "upstream.conf"
+    conf.write_text(
+        upstream_conf(env.workdir, env.upstream_port, fixtures.chat_sse(), fixtures.chat_json())
+    )
+    env.upstream = env.procs.start(
+        "upstream-nginx",
+        ["taskset", "-c", LOAD_CPU, env.nginx, "-c", str(conf), "-p", str(env.workdir)],
+        env.workdir / "upstream.log",
+    )
+    wait_port(env.upstream_port, env.upstream)
+    a = env.args
+    argv = ["taskset", "-c", LOAD_CPU, env.client_python, str(BENCH / "trickle.py"), "serve"]
+    argv += ["--port", str(env.trickle_port), "--events", str(a.trickle_events)]
+    argv += ["--interval-ms", str(a.trickle_interval_ms)]
+    env.trickle = env.procs.start("upstream-trickle", argv, env.workdir / "trickle.log")
+    wait_port(env.trickle_port, env.trickle)
+    probs = validate(TARGETS["direct"].start(env, env.workdir, 0), PROXY_KEY, env.bodies)
+    if probs:
+        sys.exit(f"the fake upstream does not serve the fixture: {probs}")
 
-        print(
-            f"bench: {len(targets)} targets x {len(scenarios)} scenarios x {args.rounds} "
-            f"rounds; results in {resdir}",
-            flush=True,
-        )
-        for rnd in range(args.rounds):
-            order = targets[rnd % len(targets) :] + targets[: rnd % len(targets)]
-            for sname in scenarios:
-                for tname in order:
-                    rec = {}
-                    for attempt in range(1 + args.retries):
-                        try:
-                            new = measure(env, TARGETS[tname], SCENARIOS[sname], rnd, attempt)
-                        except Exception as exc:  # one failed target must not lose the run
-                            new = {
-                                "target": tname,
-                                "scenario": sname,
-                                "round": rnd,
-                                "failure": f"{type(exc).__name__}: {exc}",
-                            }
-                        new["attempt"] = attempt
-                        if not rec or new.get("foreign_pct", 1e9) < rec.get("foreign_pct", 1e9):
-                            rec = new
-                        if (
-                            "rps" not in new
-                            or new["foreign_pct"] <= args.max_foreign
-                            or attempt == args.retries
-                        ):
-                            break
+
+def run_rounds(env: Bench, records: list[dict]) -> None:
+    args, targets = env.args, env.args.target_list
+    for rnd in range(args.rounds):
+        order = targets[rnd % len(targets) :] + targets[: rnd % len(targets)]
+        for sname in args.scenario_list:
+            for tname in order:
+                rec: dict = {}
+                for attempt in range(1 + args.retries):
+                    try:
+                        new = measure(env, TARGETS[tname], SCENARIOS[sname], rnd, attempt)
+                    except Exception as exc:  # one failed target must not lose the run
+                        new = {
+                            "target": tname,
+                            "scenario": sname,
+                            "round": rnd,
+                            "failure": f"{type(exc).__name__}: {exc}",
+                        }
+                    new["attempt"] = attempt
+                    if not rec or new.get("foreign_pct", 1e9) < rec.get("foreign_pct", 1e9):
+                        rec = new
+                    if "foreign_pct" not in new or new["foreign_pct"] <= args.max_foreign:
+                        break
+                    if attempt < args.retries:
                         print(
                             f"  r{rnd} {sname:8} {tname:24} again: {new['foreign_pct']:.0f}% "
                             "of a core was used by other processes",
                             flush=True,
                         )
-                    records.append(rec)
-                    if "rps" in rec:
-                        extra = (
-                            f" cpu {rec['cpu_us_per_req']:.0f}us/req"
-                            if "cpu_us_per_req" in rec
-                            else ""
-                        )
-                        if "ledger_rows" in rec:
-                            extra += f" ledger {rec['ledger_rows']}/{rec['requests']}"
-                        print(
-                            f"  r{rnd} {sname:8} {tname:24} {rec['rps']:>9.0f} req/s "
-                            f"p50 {rec['p50_ms']:.3f} p99 {rec['p99_ms']:.2f} ms "
-                            f"err {rec['errors']}{extra} foreign {rec['foreign_pct']:.0f}%",
-                            flush=True,
-                        )
-                    else:
-                        print(
-                            f"  r{rnd} {sname:8} {tname:24} FAILED: "
-                            f"{rec.get('validation') or rec.get('failure')}",
-                            flush=True,
-                        )
-                    (resdir / "records.json").write_text(json.dumps(records, indent=1))
-        summary = summarise(records, targets, scenarios)
+                records.append(rec)
+                print(f"  r{rnd} {sname:8} {tname:24} {progress_line(rec)}", flush=True)
+                (env.resdir / "records.json").write_text(json.dumps(records, indent=1))
+
+
+def progress_line(rec: dict) -> str:
+    if "skipped" in rec:
+        return f"SKIPPED: {rec['skipped']}"
+    if "requests" not in rec:
+        return f"FAILED: {rec.get('validation') or rec.get('failure')}"
+    if "ttfe_us" in rec:
+        text = (
+            f"first event {rec['ttfe_us'] / 1000:.3f} ms delay {rec['delay_us_median']:.0f} us "
+            f"events {rec['events_received']}/{rec['events_sent']} "
+            f"coalesced {rec['coalesced_reads']}"
+        )
+    else:
+        text = f"{rec['rps']:>9.0f} req/s p50 {rec['p50_ms']:.3f} p99 {rec['p99_ms']:.2f} ms"
+        if "p99_mixed_ms" in rec:
+            text += f" -> mixed p99 {rec['p99_mixed_ms']:.2f} ({rec['p99_delta_ms']:+.2f})"
+    text += f" err {rec['errors']}"
+    if "cpu_us_per_req" in rec:
+        text += f" cpu {rec['cpu_us_per_req']:.0f}us/req"
+    if "ledger_rows" in rec:
+        text += f" ledger {rec['ledger_rows']}/{rec['requests']}"
+    return text + f" foreign {rec['foreign_pct']:.0f}%"
+
+
+def main() -> int:
+    args = parse_args()
+    os.sched_setaffinity(0, {int(LOAD_CPU)})  # the driver (OTLP sink) stays off the proxy CPU
+    stamp = time.strftime("%Y%m%d-%H%M%S") + (
+        "-profile" if args.profile else "-soak" if args.soak else ""
+    )
+    env = setup(args, stamp)
+    env_source = source_info(Path(args.src), env.src)
+    t_start = time.monotonic()
+    records: list[dict] = []
+    left: list[str] = []
+    soak_out: dict | None = None
+    try:
+        start_upstreams(env)
+        for t in args.target_list:
+            if isinstance(TARGETS[t], LiteLLM):
+                TARGETS[t].install = not args.no_install  # type: ignore[attr-defined]
+            TARGETS[t].prepare(env)
+            if TARGETS[t].skipped:
+                print(f"bench: target {t} skipped: {TARGETS[t].skipped}", flush=True)
+        if args.profile:
+            profile(env, TARGETS[args.target_list[0]], SCENARIOS[args.scenario_list[0]])
+            return 0
+        if args.soak:
+            import soak
+
+            soak_out = soak.run_soak(env, TARGETS[args.soak_target], SCENARIOS[args.soak_scenario])
+        else:
+            print(
+                f"bench: {len(args.target_list)} targets x {len(args.scenario_list)} scenarios "
+                f"x {args.rounds} rounds; results in {env.resdir}",
+                flush=True,
+            )
+            run_rounds(env, records)
     finally:
-        left = procs.stop_all()
+        left = env.procs.stop_all()
+        env.services.close()
     meta = {
         "command": " ".join(sys.argv),
         "started": stamp,
@@ -1040,26 +434,45 @@ def main() -> int:
         "rounds": args.rounds,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
-        "targets": targets,
-        "scenarios": scenarios,
-        "pinning": {"load_and_upstream": LOAD_CPU, "proxy": PROXY_CPU},
+        "targets": args.target_list,
+        "scenarios": args.scenario_list,
+        "scenario_kinds": {s: SCENARIOS[s].kind for s in args.scenario_list},
+        "skipped": {t: TARGETS[t].skipped for t in args.target_list if TARGETS[t].skipped},
+        "pinning": {"load_and_upstream": LOAD_CPU, "proxy": "1"},
+        "mix": {
+            "connections": SCENARIOS["mix-100k"].connections,
+            "delay_ms": args.mix_delay_ms,
+            "big_connections": args.mix_big_connections,
+            "big_delay_ms": args.mix_big_delay_ms,
+            "big_bytes": env.bodies["big"].stat().st_size,
+        },
+        "trickle": {
+            "streams": args.trickle_streams,
+            "events": args.trickle_events,
+            "interval_ms": args.trickle_interval_ms,
+        },
+        "services": env.services.notes,
         "environment": environment(env),
         "left_running_at_exit": left,
-        "workdir": str(workdir),
+        "workdir": str(env.workdir),
         "source": env_source,
     }
-    (resdir / "results.json").write_text(
-        json.dumps({"meta": meta, "summary": summary, "records": records}, indent=1)
-    )
-    md = table(summary)
-    (resdir / "table.md").write_text(md + "\n")
-    shutil.copy(workdir / "pids.txt", resdir / "pids.txt")
-    print(
-        f"\nmedians of {args.rounds} rounds, {args.duration:g} s each (±: half the min-max "
-        f"range); wall {meta['wall_s']:.0f} s; {resdir}\n"
-    )
-    print(md)
-    failed = [r for r in records if "rps" not in r]
+    shutil.copy(env.workdir / "pids.txt", env.resdir / "pids.txt")
+    if soak_out is not None:
+        import soak
+
+        soak_out["meta"] = meta
+        print("\n" + soak.write(env.resdir, soak_out))
+        return 0 if soak_out.get("samples") and not soak_out.get("errors") else 1
+    results = {
+        "meta": meta,
+        "summary": summarize.summarise(records, args.target_list, args.scenario_list),
+        "records": records,
+    }
+    (env.resdir / "results.json").write_text(json.dumps(results, indent=1))
+    md = summarize.write(env.resdir, results)
+    print(f"\n{md}\n{env.resdir}")
+    failed = [r for r in records if "requests" not in r and "skipped" not in r]
     bad = [r for r in records if r.get("errors") or r.get("ledger_lost")]
     if failed or bad:
         print(f"\n{len(failed)} failed measurements, {len(bad)} with errors or lost ledger rows")
