@@ -214,6 +214,8 @@ def spendgate_targets() -> list[Target]:
         Spendgate("spendgate-budgets-memory", extra=QUIET + BUDGETS),
         Spendgate("spendgate-budgets-redis", extra=QUIET + BUDGETS, redis=True),
         Spendgate("spendgate-telemetry-otlp", env_vars=OTLP),
+        # the defaults with the interpreter's own GC settings (no gc.freeze, threshold 700)
+        Spendgate("spendgate-gc-default", env_vars={"SPENDGATE_GC_TUNE": "0"}),
         # production shape: Redis budgets + PostgreSQL ledger + OTLP export, default telemetry
         Spendgate("spendgate-full", extra=BUDGETS, env_vars=OTLP, redis=True, postgres=True),
         SpendgateGranian("spendgate-granian"),

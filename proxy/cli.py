@@ -20,6 +20,9 @@ __all__ = ["main"]
 def _serve(args: argparse.Namespace) -> int:
     try:
         config: Config = load_config(args.config)
+        from proxy.telemetry import check_otlp_env
+
+        check_otlp_env()  # OTEL_EXPORTER_OTLP_PROTOCOL, before any worker starts
     except ConfigError as exc:
         print(f"spendgate: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -102,6 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     from proxy import cli_reports
 
     cli_reports.add_parser(sub)
+    from proxy import cli_ledger
+
+    cli_ledger.add_parser(sub)
     from proxy import cli_admin
 
     cli_admin.add_parsers(sub)

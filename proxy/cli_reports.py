@@ -15,7 +15,7 @@ from proxy.db import create_engine
 from proxy.errors import ConfigError
 from proxy.reports.api import line_json
 from proxy.reports.export import FORMATS, export_to_file, make_encoder
-from proxy.reports.query import GRANULARITIES, SpendQuery, run_spend
+from proxy.reports.query import GRANULARITIES, SOURCES, SpendQuery, run_spend
 from proxy.reports.selection import (
     ReportError,
     Selection,
@@ -25,7 +25,7 @@ from proxy.reports.selection import (
     parse_zone,
 )
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "run_command"]
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -55,7 +55,8 @@ def _setup(args: argparse.Namespace) -> tuple[str, Selection, Any]:
     return url, selection, zone
 
 
-def _run(func: Any, args: argparse.Namespace) -> int:
+def run_command(func: Any, args: argparse.Namespace) -> int:
+    """Run ``func(args)`` to completion; a report or config error is exit status 2."""
     try:
         return int(asyncio.run(func(args)))
     except (ReportError, ConfigError) as exc:
@@ -69,7 +70,7 @@ async def _spend(args: argparse.Namespace) -> int:
     query = SpendQuery(selection, group_by, args.granularity, zone)
     engine = create_engine(url)
     try:
-        lines = await run_spend(engine, query)
+        lines = await run_spend(engine, query, source=args.source)
     finally:
         await engine.dispose()
     records = [line_json(line, group_by) for line in lines]
@@ -148,14 +149,20 @@ def add_parser(sub: Any) -> None:
     _common(spend)
     spend.add_argument("--by", help="group by, e.g. team,model (also tag:KEY)")
     spend.add_argument("--granularity", choices=GRANULARITIES, help="time buckets")
+    spend.add_argument(
+        "--source",
+        choices=SOURCES,
+        default="auto",
+        help="auto: the hourly rollup when it can answer, else the per-call rows (calls)",
+    )
     out = spend.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="JSON lines for scripts")
     out.add_argument("--csv", action="store_true", help="CSV for spreadsheets")
-    spend.set_defaults(func=lambda a: _run(_spend, a))
+    spend.set_defaults(func=lambda a: run_command(_spend, a))
 
     export = sub.add_parser("export", help="per-call export (csv, jsonl, parquet, FOCUS)")
     _common(export)
     export.add_argument("--format", choices=FORMATS, default="csv")
     export.add_argument("-o", "--output", required=True, help="file to write")
     export.add_argument("--rollup", choices=["hour"], help="FOCUS: one row per hour and group")
-    export.set_defaults(func=lambda a: _run(_export, a))
+    export.set_defaults(func=lambda a: run_command(_export, a))

@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import MAX_EMAX, MAX_PREC, MIN_EMIN, Context, Decimal
 from typing import Any
 
 from sqlalchemy import DateTime, Numeric, String, Table, event
@@ -21,6 +21,7 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator, TypeEngine
 
 __all__ = [
+    "EXACT",
     "ExactDecimal",
     "UTCDateTime",
     "append_jsonl",
@@ -30,7 +31,11 @@ __all__ = [
     "is_data_error",
     "read_jsonl",
     "redact_url",
+    "sqlite_time",
 ]
+
+EXACT = Context(prec=MAX_PREC, Emax=MAX_EMAX, Emin=MIN_EMIN)
+"""A decimal context in which sums of money never round (the default keeps 28 digits)."""
 
 _ASYNC_DRIVERS = {"sqlite": "aiosqlite", "postgresql": "asyncpg"}
 
@@ -77,7 +82,7 @@ def create_engine(url: str | URL) -> AsyncEngine:
         engine = create_async_engine(
             parsed, poolclass=StaticPool if in_memory else None, pool_pre_ping=True
         )
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", _sqlite_connect)
         return engine
     connect_args: dict[str, Any] = {}
     if parsed.get_driver_name() == "asyncpg":
@@ -86,12 +91,38 @@ def create_engine(url: str | URL) -> AsyncEngine:
     return create_async_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")  # durable across app crashes; WAL's default
     cursor.execute("PRAGMA busy_timeout=5000")
     cursor.close()
+    # SQLite has no decimal type and a float SUM; these keep the rollup's money exact.
+    dbapi_connection.create_function("spendgate_dec_add", 2, _dec_add, deterministic=True)
+    dbapi_connection.create_function("spendgate_dec_sum", 1, _dec_sum, deterministic=True)
+
+
+def _dec_add(a: str | None, b: str | None) -> str:
+    """SQL ``spendgate_dec_add(a, b)``: the exact sum of two decimal texts (NULL is 0)."""
+    return format(EXACT.add(Decimal(a or 0), Decimal(b or 0)), "f")
+
+
+def _dec_sum(joined: str | None) -> str:
+    """SQL ``spendgate_dec_sum(group_concat(x, ' '))``: the exact sum of decimal texts.
+
+    SQLite's driver exposes scalar functions only, so an aggregate is a scalar over
+    ``group_concat``; callers group finely enough (an hour, a rollup key) to keep it short.
+    """
+    total = Decimal(0)
+    for part in (joined or "").split():
+        total = EXACT.add(total, Decimal(part))
+    return format(total, "f")
+
+
+def sqlite_time(value: datetime) -> str:
+    """An aware datetime as SQLite stores a :class:`UTCDateTime` (naive UTC text, fixed
+    width, so text order is time order): ``2026-11-01 09:00:00.000000``."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 class ExactDecimal(TypeDecorator[Decimal]):

@@ -2,12 +2,15 @@
 
 The proxy builds a :class:`LedgerRow` when a call ends and hands it to
 :meth:`LedgerWriter.submit`, which only appends to an in-memory queue. One background task
-writes the queue in batches, each a single multi-row ``INSERT ... ON CONFLICT (request_id)
-DO NOTHING``, so a batch retried after an ambiguous failure never duplicates a row. While the
+writes the queue in batches, each one transaction that inserts the rows with ``ON CONFLICT
+DO NOTHING`` and adds the rows it did insert to the hourly rollup (:mod:`proxy.rollup`), so
+a batch retried after an ambiguous failure (or replayed from the spill file) never
+duplicates a row nor counts it twice. While the
 database is unreachable the rows stay queued and the writer retries with capped backoff; if
 it is still unreachable at shutdown they are spilled to a JSONL file and replayed at the next
 start. Rows the database refuses outright (a poison row) are set aside in
-``<spill_path>.rejected`` instead of blocking the rows behind them.
+``<spill_path>.rejected`` instead of blocking the rows behind them. A second task keeps the
+storage in shape (:mod:`proxy.retention`: monthly partitions on PostgreSQL, pruning).
 """
 
 from __future__ import annotations
@@ -25,12 +28,12 @@ from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, String, Table, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Field, SQLModel
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from proxy import retention
 from proxy.db import (
     ExactDecimal,
     UTCDateTime,
@@ -41,6 +44,7 @@ from proxy.db import (
     read_jsonl,
     redact_url,
 )
+from proxy.ledger_write import BatchInsert
 
 __all__ = ["LedgerRow", "LedgerWriter", "Outcome", "UsageSource"]
 
@@ -139,13 +143,6 @@ _TIMES = tuple(c.name for c in _TABLE.columns if isinstance(c.type, UTCDateTime)
 _REQUIRED = tuple(c.name for c in _TABLE.columns if not c.nullable)
 _INTS = (*(n for n in _COLUMNS if n.endswith("_tokens")), "status_code", "latency_ms", "ttft_ms")
 _INT_MAX = 2**31 - 1  # PostgreSQL INTEGER
-# Idempotent by request_id, so a batch retried after an ambiguous failure never duplicates.
-_INSERTS = {
-    d.dialect.name: d.insert(_TABLE)
-    .on_conflict_do_nothing(index_elements=["request_id"])
-    .returning(_TABLE.c.request_id)
-    for d in (postgresql, sqlite)
-}
 _OUTCOMES = frozenset(Outcome)
 _USAGE_SOURCES = frozenset(UsageSource)
 _unknown_seen: set[tuple[str, str]] = set()
@@ -156,6 +153,7 @@ Entry = dict[str, Any]
 SQLModel object per call costs ~150 us of event-loop time (measured in bench/)."""
 
 _DEFAULTS: dict[str, Any] = {"stream": False, "unpriced": False, "usage_source": "none"}
+_BLANK: Entry = {name: _DEFAULTS.get(name) for name in _COLUMNS}
 
 
 def _entry(row: LedgerRow | Mapping[str, Any]) -> Entry:
@@ -164,10 +162,10 @@ def _entry(row: LedgerRow | Mapping[str, Any]) -> Entry:
         return {name: getattr(row, name) for name in _COLUMNS}
     if not isinstance(row, Mapping):
         raise TypeError(f"expected a LedgerRow or a mapping, got {type(row).__name__}")
-    unknown = set(row) - set(_COLUMNS)
-    if unknown:
-        raise ValueError(f"ledger row: unknown columns {sorted(unknown)}")
-    entry = {name: row.get(name, _DEFAULTS.get(name)) for name in _COLUMNS}
+    entry = _BLANK.copy()
+    entry.update(row)
+    if len(entry) != len(_BLANK):
+        raise ValueError(f"ledger row: unknown columns {sorted(set(row) - set(_COLUMNS))}")
     if entry["tags"] is None:
         entry["tags"] = {}
     return entry
@@ -219,6 +217,9 @@ def _chunks(rows: Sequence[Entry], size: int) -> Iterator[Sequence[Entry]]:
         yield rows[i : i + size]
 
 
+_INSERT = BatchInsert(_TABLE)
+
+
 class LedgerWriter:
     """Writes ledger rows in the background; see the module docstring for the guarantees.
 
@@ -226,6 +227,10 @@ class LedgerWriter:
     ``accepting`` turns False at ``max_backlog`` queued rows: the proxy refuses *new* calls
     then (503), while calls already running still submit their rows. One instance is
     started once and closed once, from one event loop.
+
+    Every ``maintenance_interval`` seconds (the first time a minute after start) a second
+    task creates the coming months' partitions and, with ``retention_days``, prunes the
+    calls older than that (:mod:`proxy.retention`); ``None`` turns the task off.
     """
 
     def __init__(
@@ -238,9 +243,13 @@ class LedgerWriter:
         spill_path: str | None = None,
         retry_base_delay: float = 0.1,
         retry_max_delay: float = 5.0,
+        retention_days: int | None = None,
+        maintenance_interval: float | None = 3600.0,
     ) -> None:
         if batch_size < 1 or max_backlog < 1:
             raise ValueError("batch_size and max_backlog must be positive")
+        if retention_days is not None and retention_days < 1:
+            raise ValueError("retention_days must be positive")
         self._url = database_url
         self._batch_size = batch_size
         self._flush_interval = flush_interval
@@ -248,8 +257,11 @@ class LedgerWriter:
         self._spill_path = spill_path
         self._retry_base_delay = retry_base_delay
         self._retry_max_delay = retry_max_delay
+        self._retention_days = retention_days
+        self._maintenance_interval = maintenance_interval
         self._engine: AsyncEngine | None = None
         self._task: asyncio.Task[None] | None = None
+        self._maintenance: asyncio.Task[None] | None = None
         self._pending: deque[Entry] = deque()
         self._inflight: Sequence[Entry] = ()
         self._submitted = 0  # rows ever submitted; with _settled, lets flush() wait on a mark
@@ -277,7 +289,8 @@ class LedgerWriter:
         return self._engine
 
     async def start(self) -> None:
-        """Connect, create the table if missing, replay a spill file, start the writer task.
+        """Connect, bring the schema to the current migration, make this month's partitions,
+        replay a spill file, start the writer task.
 
         Fails (with the URL's password redacted) if the database is unreachable: a proxy
         that cannot record calls should not start taking them.
@@ -286,10 +299,12 @@ class LedgerWriter:
             raise RuntimeError("LedgerWriter.start() called twice")
         engine = self._engine = create_engine(self._url)
         try:
-            if engine.dialect.name not in _INSERTS:
+            if engine.dialect.name not in BatchInsert.DIALECTS:
                 raise ValueError(f"ledger: unsupported database {redact_url(self._url)}")
-            async with engine.begin() as conn:
-                await conn.run_sync(LedgerRow.metadata.create_all, tables=[_TABLE])
+            from proxy.migrations import upgrade
+
+            await upgrade(engine)  # a no-op when the app has just run it
+            await self._ensure_partitions()
             await self._replay_spill()
         except Exception:
             self._engine = None  # start() may be retried
@@ -298,6 +313,10 @@ class LedgerWriter:
             raise
         self._task = asyncio.create_task(self._run(), name="spendgate-ledger-writer")
         self._task.add_done_callback(self._on_task_done)
+        if self._maintenance_interval is not None:
+            self._maintenance = asyncio.create_task(
+                self._maintain(self._maintenance_interval), name="spendgate-ledger-maintenance"
+            )
 
     def submit(self, row: LedgerRow | Mapping[str, Any]) -> None:
         """Queue ``row`` for writing. Never blocks and never awaits.
@@ -339,6 +358,10 @@ class LedgerWriter:
         self._closing = True
         self._wake.set()
         self._hurry.set()
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintenance
         try:
             if self._task is not None and not self._task.done():
                 _, running = await asyncio.wait({self._task}, timeout=timeout)
@@ -424,11 +447,24 @@ class LedgerWriter:
             await self._reject(rows[0], exc)
 
     async def _insert(self, rows: Sequence[Entry]) -> None:
-        # An executemany of one INSERT ... RETURNING is sent by SQLAlchemy's "insertmanyvalues"
-        # as multi-row VALUES statements (up to ~32k parameters each), compiled once and
-        # cached; building a 500-row .values([...]) statement instead costs ~0.1 s to compile.
         async with self.engine.begin() as conn:
-            await conn.execute(_INSERTS[conn.dialect.name], list(rows))
+            await _INSERT(conn, rows)
+
+    # -- maintenance -------------------------------------------------------------------------
+
+    async def _ensure_partitions(self) -> None:
+        try:
+            await retention.ensure_partitions(self.engine)
+        except Exception as exc:  # e.g. a lock timeout: the default partition takes the rows
+            logger.warning("ledger: could not create partitions (%s)", describe_error(exc))
+
+    async def _maintain(self, interval: float) -> None:
+        await asyncio.sleep(min(60.0, interval))
+        while True:
+            await self._ensure_partitions()
+            if self._retention_days is not None:
+                await retention.apply_retention(self.engine, self._retention_days)
+            await asyncio.sleep(interval)
 
     # -- spill and replay --------------------------------------------------------------------
 

@@ -20,7 +20,14 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-__all__ = ["BASELINE", "current_revision", "head_revision", "upgrade", "upgrade_database"]
+__all__ = [
+    "BASELINE",
+    "current_revision",
+    "downgrade",
+    "head_revision",
+    "upgrade",
+    "upgrade_database",
+]
 
 log = logging.getLogger("spendgate.migrations")
 
@@ -67,6 +74,20 @@ async def upgrade(engine: AsyncEngine, target: str = "head") -> tuple[str | None
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # start-up noise
     async with engine.begin() as conn:
         return await conn.run_sync(_upgrade, target)
+
+
+async def downgrade(engine: AsyncEngine, target: str) -> tuple[str | None, str | None]:
+    """Take the database back to revision ``target``; returns the revisions before and after."""
+
+    def run(connection: Connection) -> tuple[str | None, str | None]:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text(f"SELECT pg_advisory_xact_lock({_LOCK_ID})"))
+        before = _current(connection)
+        command.downgrade(_config(connection), target)
+        return before, _current(connection)
+
+    async with engine.begin() as conn:
+        return await conn.run_sync(run)
 
 
 async def upgrade_database(url: str, target: str = "head") -> tuple[str | None, str | None]:

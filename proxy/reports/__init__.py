@@ -1,7 +1,8 @@
 """Finance's view of the ledger: spend reports, per-call exports and FOCUS.
 
-Everything here reads ``ledger_calls`` through a streamed result and keeps only what a
-report's groups need, so memory does not grow with the number of rows in the range.
+Spend reports read the hourly rollup (``ledger_hourly``) when it holds the answer and
+``ledger_calls`` otherwise; exports read ``ledger_calls``. Every read is a streamed result
+that keeps only what a report's groups need, so memory does not grow with the range.
 """
 
 from __future__ import annotations

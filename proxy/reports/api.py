@@ -2,8 +2,9 @@
 authenticates): ``GET /spend`` and ``GET /export``.
 
 Both take ``from``, ``to`` (half-open; dates are midnight in ``tz``), ``tz`` (IANA, default
-UTC) and repeated ``filter=dimension=value``. ``/spend`` adds ``group_by=team,model`` and
-``granularity=hour|day|month``; ``/export`` adds ``format=csv|jsonl|parquet|focus`` and
+UTC) and repeated ``filter=dimension=value``. ``/spend`` adds ``group_by=team,model``,
+``granularity=hour|day|month`` and ``source=auto|rollup|calls`` (the answer says which it
+read); ``/export`` adds ``format=csv|jsonl|parquet|focus`` and
 ``rollup=hour`` (FOCUS). Exports stream: rows are read and encoded batch by batch.
 """
 
@@ -17,7 +18,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from proxy.reports.export import export_chunks, make_encoder
-from proxy.reports.query import SpendLine, SpendQuery, run_spend
+from proxy.reports.query import SpendLine, SpendQuery, plan_source, run_spend
 from proxy.reports.selection import (
     ReportError,
     Selection,
@@ -81,9 +82,13 @@ async def spend(request: Request) -> Response:
             granularity=request.query_params.get("granularity") or None,
             zone=zone,
         )
+        engine = _engine(request)
+        source = request.query_params.get("source") or "auto"
+        if source == "auto":
+            source, _ = await plan_source(engine, query)
+        lines = await run_spend(engine, query, source=source)
     except ReportError as exc:
         return _error(exc)
-    lines = await run_spend(_engine(request), query)
     return JSONResponse(
         {
             "from": selection.start.isoformat() if selection.start else None,
@@ -91,6 +96,7 @@ async def spend(request: Request) -> Response:
             "group_by": list(group_by),
             "granularity": query.granularity,
             "tz": str(getattr(zone, "key", "UTC")),
+            "source": source,
             "lines": [line_json(line, group_by) for line in lines],
         }
     )

@@ -8,7 +8,7 @@ as Paris sees it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, tzinfo
 from typing import Any
@@ -136,16 +136,24 @@ class Selection:
         if self.start is not None and self.end is not None and self.end < self.start:
             raise ReportError("the range ends before it starts")
 
-    def where(self) -> Sequence[ColumnElement[bool]]:
-        """SQL conditions; filters on one dimension are OR-ed, different ones AND-ed."""
+    def where(
+        self,
+        started_at: ColumnElement[Any] = LEDGER.c.started_at,
+        column: Callable[[str], ColumnElement[Any]] = dimension_column,
+    ) -> Sequence[ColumnElement[bool]]:
+        """SQL conditions; filters on one dimension are OR-ed, different ones AND-ed.
+
+        On the ledger by default; another table (the hourly rollup) passes its time column
+        and its expression for a dimension.
+        """
         conditions: list[ColumnElement[bool]] = []
         if self.start is not None:
-            conditions.append(LEDGER.c.started_at >= self.start.astimezone(UTC))
+            conditions.append(started_at >= self.start.astimezone(UTC))
         if self.end is not None:
-            conditions.append(LEDGER.c.started_at < self.end.astimezone(UTC))
+            conditions.append(started_at < self.end.astimezone(UTC))
         by_dimension: dict[str, list[str]] = {}
         for dimension, value in self.filters:
             by_dimension.setdefault(dimension, []).append(value)
         for dimension, values in by_dimension.items():
-            conditions.append(dimension_column(dimension).in_(values))
+            conditions.append(column(dimension).in_(values))
         return conditions

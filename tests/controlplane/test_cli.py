@@ -98,6 +98,6 @@ def test_db_upgrade_creates_and_then_keeps_the_schema(
     path = tmp_path / "spendgate.yaml"
     path.write_text(yaml.safe_dump({"storage": {"database_url": f"sqlite:///{tmp_path / 'x.db'}"}}))
     assert main(["db", "upgrade", "--config", str(path)]) == 0
-    assert "upgraded from an empty or pre-migration database to 0002" in capsys.readouterr().out
+    assert "upgraded from an empty or pre-migration database to 0003" in capsys.readouterr().out
     assert main(["db", "upgrade", "--config", str(path)]) == 0
-    assert "already at revision 0002" in capsys.readouterr().out
+    assert "already at revision 0003" in capsys.readouterr().out
