@@ -216,8 +216,6 @@ def spendgate_targets() -> list[Target]:
         Spendgate("spendgate-telemetry-otlp", env_vars=OTLP),
         # the defaults with the interpreter's own GC settings (no gc.freeze, threshold 700)
         Spendgate("spendgate-gc-default", env_vars={"SPENDGATE_GC_TUNE": "0"}),
-        # the defaults with the interpreter's 5 ms GIL switch interval
-        Spendgate("spendgate-switch-default", env_vars={"SPENDGATE_SWITCH_INTERVAL": "0.005"}),
         # production shape: Redis budgets + PostgreSQL ledger + OTLP export, default telemetry
         Spendgate("spendgate-full", extra=BUDGETS, env_vars=OTLP, redis=True, postgres=True),
         SpendgateGranian("spendgate-granian"),

@@ -12,7 +12,6 @@ import gc
 import json
 import logging
 import os
-import sys
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -249,10 +248,6 @@ async def _lifespan(
     lifecycle.install()  # SIGTERM drains first (proxy/lifecycle.py)
     if os.environ.get("SPENDGATE_GC_TUNE", "1") != "0":
         _tune_gc()
-    # The ledger writer, the access log and the OTLP exporters run Python on threads; at the
-    # interpreter's default 5 ms switch interval the event loop can wait that long for the
-    # GIL after each of its own system calls.
-    sys.setswitchinterval(float(os.environ.get("SPENDGATE_SWITCH_INTERVAL", "0.001")))
     try:
         yield {
             "runtime": runtime,
