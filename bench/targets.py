@@ -82,7 +82,8 @@ class NginxProxy(Target):
 class Spendgate(Target):
     """``spendgate serve`` with a generated config: one OpenAI provider, SQLite ledger.
 
-    ``extra`` is appended to the config; ``env_vars`` values may use ``{otlp}`` (the driver's
+    ``extra`` is appended to the config, ``storage`` to its ``storage:`` section;
+    ``env_vars`` values may use ``{otlp}`` (the driver's
     OTLP sink); ``redis`` / ``postgres`` take the run's Redis / PostgreSQL (services.py).
     """
 
@@ -94,6 +95,7 @@ class Spendgate(Target):
         env_vars: dict[str, str] | None = None,
         redis: bool = False,
         postgres: bool = False,
+        storage: str = "",
     ) -> None:
         self.name = name
         self.client = client
@@ -101,6 +103,7 @@ class Spendgate(Target):
         self.env_vars = env_vars or {}
         self.redis = redis
         self.postgres = postgres
+        self.storage = storage
 
     def prepare(self, env: Bench) -> None:
         try:
@@ -123,7 +126,7 @@ server:
   upstream_client: {self.client}
 storage:
   database_url: {self.ledger_url(env, workdir)}
-{redis}providers:
+{redis}{self.storage}providers:
   openai:
     kind: openai
     base_url: http://127.0.0.1:{env.upstream_port}
@@ -216,6 +219,9 @@ def spendgate_targets() -> list[Target]:
         Spendgate("spendgate-telemetry-otlp", env_vars=OTLP),
         # the defaults with the interpreter's own GC settings (no gc.freeze, threshold 700)
         Spendgate("spendgate-gc-default", env_vars={"SPENDGATE_GC_TUNE": "0"}),
+        # the defaults with the ledger flushed every 10 ms instead of 100 ms
+        Spendgate("spendgate-flush-10ms", storage="  ledger_flush_interval: 0.01\n"),
+        Spendgate("spendgate-flush-25ms", storage="  ledger_flush_interval: 0.025\n"),
         # production shape: Redis budgets + PostgreSQL ledger + OTLP export, default telemetry
         Spendgate("spendgate-full", extra=BUDGETS, env_vars=OTLP, redis=True, postgres=True),
         SpendgateGranian("spendgate-granian"),
