@@ -23,7 +23,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
@@ -44,6 +44,7 @@ __all__ = ["CallMetrics", "CounterSpec", "HistogramSpec"]
 
 Attrs = tuple[tuple[str, Any], ...]
 _OVERFLOW: Attrs = (("otel.metric.overflow", True),)
+P = TypeVar("P")
 
 
 @dataclass(frozen=True)
@@ -72,24 +73,6 @@ class _HistPoint:
         self.max = self.wmax = float("-inf")
 
 
-class _Hist:
-    def __init__(self, spec: HistogramSpec, limit: int) -> None:
-        self.spec = spec
-        self.bounds = list(spec.bounds)
-        self.points: dict[Attrs, _HistPoint] = {}
-        self.limit = limit
-
-    def point(self, attrs: Attrs) -> _HistPoint:
-        p = self.points.get(attrs)
-        if p is None:
-            if len(self.points) >= self.limit:
-                attrs = _OVERFLOW
-                p = self.points.get(attrs)
-            if p is None:
-                p = self.points[attrs] = _HistPoint(len(self.bounds))
-        return p
-
-
 class _Count:
     __slots__ = ("value",)
 
@@ -97,21 +80,36 @@ class _Count:
         self.value: Decimal | int = 0
 
 
-class _Counter:
-    def __init__(self, spec: CounterSpec, limit: int) -> None:
-        self.spec = spec
-        self.points: dict[Attrs, _Count] = {}
-        self.limit = limit
+class _Series(Generic[P]):
+    """The points of one metric, one per attribute set, bounded by ``limit``."""
 
-    def point(self, attrs: Attrs) -> _Count:
+    def __init__(self, limit: int, new: Callable[[], P]) -> None:
+        self.points: dict[Attrs, P] = {}
+        self.limit = limit
+        self._new = new
+
+    def point(self, attrs: Attrs) -> P:
         p = self.points.get(attrs)
         if p is None:
             if len(self.points) >= self.limit:
                 attrs = _OVERFLOW
                 p = self.points.get(attrs)
             if p is None:
-                p = self.points[attrs] = _Count()
+                p = self.points[attrs] = self._new()
         return p
+
+
+class _Hist(_Series[_HistPoint]):
+    def __init__(self, spec: HistogramSpec, limit: int) -> None:
+        self.spec = spec
+        self.bounds = list(spec.bounds)
+        super().__init__(limit, lambda: _HistPoint(len(self.bounds)))
+
+
+class _Counter(_Series[_Count]):
+    def __init__(self, spec: CounterSpec, limit: int) -> None:
+        self.spec = spec
+        super().__init__(limit, _Count)
 
 
 def observe(p: _HistPoint, bounds: list[float], value: float) -> None:
