@@ -154,24 +154,23 @@ class RedisStore:
     async def _flush(self) -> None:
         batch, self._queue = self._queue, []
         try:
-            try:
-                if len(batch) == 1:
-                    one = batch[0]
-                    results: list[Any] = [await self._call(one.name, one.keys, one.args)]
-                else:
-                    results = await self._pipeline(batch)
-            except BaseException as exc:  # every waiter sees the failure
-                results = [exc] * len(batch)
-            for pending, result in zip(batch, results, strict=True):
-                if pending.future.done():
-                    continue  # its caller was cancelled
-                if isinstance(result, BaseException):
-                    pending.future.set_exception(result)
-                else:
-                    pending.future.set_result(result)
+            if len(batch) == 1:
+                one = batch[0]
+                results: list[Any] = [await self._call(one.name, one.keys, one.args)]
+            else:
+                results = await self._pipeline(batch)
+        except BaseException as exc:  # every waiter sees the failure
+            results = [exc] * len(batch)
         finally:
             self._flusher = None
             self._release()
+        for pending, result in zip(batch, results, strict=True):
+            if pending.future.done():
+                continue  # its caller was cancelled
+            if isinstance(result, BaseException):
+                pending.future.set_exception(result)
+            else:
+                pending.future.set_result(result)
 
     async def _call(self, name: str, keys: list[str], args: list[Any]) -> Any:
         return await self._scripts[name](keys=keys, args=args)
