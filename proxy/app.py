@@ -47,7 +47,6 @@ from proxy.handler import DataPlane, new_request_id
 from proxy.ledger import LedgerWriter
 from proxy.lifecycle import DrainGate, Lifecycle
 from proxy.metering import CallRecord, Metering
-from proxy.migrations import upgrade_database
 from proxy.passthrough import Passthrough
 from proxy.providers import anthropic, gemini, openai
 from proxy.providers.base import CallInfo
@@ -180,9 +179,8 @@ async def _lifespan(
         spill_path=config.storage.spill_path,
         retention_days=config.storage.ledger_retention_days,
     )
-    # Schema first, under the migration lock, so replicas starting together never race to
-    # create the ledger table (the ledger's own create_all then finds it).
-    await upgrade_database(config.storage.database_url)
+    # Brings the schema to head first, under the migration lock, so replicas starting
+    # together never race to create the tables (the control plane's included).
     await ledger.start()
     http = _upstream_client(config.server.upstream_client)
     # 2 s, not the store's 0.5 s default: a busy replica must not mistake a slow answer for an

@@ -303,7 +303,14 @@ class LedgerWriter:
                 raise ValueError(f"ledger: unsupported database {redact_url(self._url)}")
             from proxy.migrations import upgrade
 
-            await upgrade(engine)  # a no-op when the app has just run it
+            before, after = await upgrade(engine)
+            if before != after:
+                logger.info(
+                    "database %s upgraded from %s to %s",
+                    redact_url(self._url),
+                    before or "nothing",
+                    after,
+                )
             await self._ensure_partitions()
             await self._replay_spill()
         except Exception:
